@@ -1,0 +1,196 @@
+"""The one catalogue of hayscope's metrics, and the instruments built from it per registry.
+
+Every name, help text, unit, label set and bucket layout is defined here once; the instruments,
+the README table and (later) the dashboards are all read from `CATALOGUE`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "CATALOGUE",
+    "DEFAULT_DURATION_BUCKETS",
+    "MAX_COMPONENT_LABEL_VALUES",
+    "MAX_PIPELINE_LABEL_VALUES",
+    "OVERFLOW_LABEL_VALUE",
+    "MetricSpec",
+    "Metrics",
+    "register_metrics",
+]
+
+# About 1 ms to 2 minutes: a cache hit at the bottom, a slow LLM call with retries at the top.
+DEFAULT_DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+
+# Label values come from names users give; past these caps new names fold into OVERFLOW_LABEL_VALUE,
+# so a pipeline built per request cannot blow up the series count.
+MAX_PIPELINE_LABEL_VALUES: Final = 100
+MAX_COMPONENT_LABEL_VALUES: Final = 1000
+OVERFLOW_LABEL_VALUE: Final = "__overflow__"
+
+Kind = Literal["histogram", "counter", "gauge"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: what Prometheus will show for it."""
+
+    name: str
+    kind: Kind
+    help: str
+    unit: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] | None = None
+
+
+PIPELINE_RUN_DURATION: Final = MetricSpec(
+    "haystack_pipeline_run_duration_seconds",
+    "histogram",
+    "Wall time of one pipeline run, from its start until its last output or its failure.",
+    "seconds",
+    ("pipeline", "status"),
+    DEFAULT_DURATION_BUCKETS,
+)
+PIPELINE_RUNS: Final = MetricSpec(
+    "haystack_pipeline_runs_total",
+    "counter",
+    "Pipeline runs finished, by outcome (ok, error, cancelled).",
+    "",
+    ("pipeline", "status"),
+)
+PIPELINE_RUNS_IN_FLIGHT: Final = MetricSpec(
+    "haystack_pipeline_runs_in_flight",
+    "gauge",
+    "Pipeline runs started and not yet finished.",
+    "",
+    ("pipeline",),
+)
+COMPONENT_DURATION: Final = MetricSpec(
+    "haystack_component_duration_seconds",
+    "histogram",
+    "Wall time of one component execution as the pipeline sees it, waits included.",
+    "seconds",
+    ("pipeline", "component", "component_type", "mode", "status"),
+    DEFAULT_DURATION_BUCKETS,
+)
+COMPONENTS_IN_FLIGHT: Final = MetricSpec(
+    "haystack_components_in_flight",
+    "gauge",
+    "Component executions started and not yet finished.",
+    "",
+    ("pipeline", "component", "mode"),
+)
+
+CATALOGUE: Final[tuple[MetricSpec, ...]] = (
+    PIPELINE_RUN_DURATION,
+    PIPELINE_RUNS,
+    PIPELINE_RUNS_IN_FLIGHT,
+    COMPONENT_DURATION,
+    COMPONENTS_IN_FLIGHT,
+)
+
+
+def _check_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
+    values = tuple(buckets)
+    if not values or any(
+        not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b) or b <= 0 for b in values
+    ):
+        raise ValueError(
+            f"duration_buckets={values!r} is not usable: give a non-empty list of positive finite "
+            "upper bounds in seconds, e.g. [0.01, 0.1, 1, 10]."
+        )
+    if list(values) != sorted(set(values)):
+        raise ValueError(
+            f"duration_buckets={values!r} must be strictly increasing, e.g. [0.01, 0.1, 1, 10]."
+        )
+    return values
+
+
+class _BoundedValues:
+    """Admits label values until a cap, then folds every new one into OVERFLOW_LABEL_VALUE."""
+
+    __slots__ = ("_cap", "_lock", "_seen")
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self._cap:
+                self._seen.add(value)
+                return value
+        return OVERFLOW_LABEL_VALUE
+
+
+class Metrics:
+    """The instruments of the catalogue, registered once in one registry."""
+
+    def __init__(self, registry: CollectorRegistry, duration_buckets: Sequence[float] | None = None) -> None:
+        self.registry = registry
+        self.duration_buckets = _check_buckets(duration_buckets or DEFAULT_DURATION_BUCKETS)
+        self.pipeline_names = _BoundedValues(MAX_PIPELINE_LABEL_VALUES)
+        self.component_names = _BoundedValues(MAX_COMPONENT_LABEL_VALUES)
+        self.component_types = _BoundedValues(MAX_COMPONENT_LABEL_VALUES)
+        self.pipeline_run_duration = self._histogram(PIPELINE_RUN_DURATION)
+        self.pipeline_runs = Counter(
+            PIPELINE_RUNS.name, PIPELINE_RUNS.help, PIPELINE_RUNS.labels, registry=registry
+        )
+        self.pipeline_runs_in_flight = self._gauge(PIPELINE_RUNS_IN_FLIGHT)
+        self.component_duration = self._histogram(COMPONENT_DURATION)
+        self.components_in_flight = self._gauge(COMPONENTS_IN_FLIGHT)
+
+    def _histogram(self, spec: MetricSpec) -> Histogram:
+        return Histogram(
+            spec.name, spec.help, spec.labels, unit=spec.unit, registry=self.registry, buckets=self.duration_buckets
+        )
+
+    def _gauge(self, spec: MetricSpec) -> Gauge:
+        return Gauge(spec.name, spec.help, spec.labels, registry=self.registry)
+
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
+_by_registry_lock = threading.Lock()
+
+
+def register_metrics(
+    registry: CollectorRegistry | None = None, *, duration_buckets: Iterable[float] | None = None
+) -> Metrics:
+    """The catalogue's instruments in `registry` (default: prometheus_client's global `REGISTRY`).
+
+    Registers them on the first call for a registry and returns the same instruments afterwards, so
+    any number of pipelines can share one registry. To change the histogram buckets, call this once
+    with `duration_buckets` before the first pipeline runs.
+    """
+    if registry is None:
+        registry = REGISTRY
+    if not isinstance(registry, CollectorRegistry):
+        raise TypeError(
+            f"registry={registry!r} is not a prometheus_client.CollectorRegistry: pass "
+            "prometheus_client.CollectorRegistry() or leave it out to use the global REGISTRY."
+        )
+    buckets = None if duration_buckets is None else _check_buckets(list(duration_buckets))
+    with _by_registry_lock:
+        existing = _by_registry.get(registry)
+        if existing is None:
+            existing = _by_registry[registry] = Metrics(registry, buckets)
+        elif buckets is not None and buckets != existing.duration_buckets:
+            raise ValueError(
+                f"duration_buckets={buckets!r} differ from the buckets already registered in this registry "
+                f"({existing.duration_buckets!r}): pass the buckets on the first register_metrics() call, "
+                "before any pipeline runs, or use a fresh CollectorRegistry."
+            )
+        return existing

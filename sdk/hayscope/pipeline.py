@@ -1,0 +1,271 @@
+"""`TracedAsyncPipeline`: a haystack `Pipeline` whose every run and component execution is traced and measured.
+
+It delegates everything to haystack. It overrides only the entry points (`run`, `run_async_generator`,
+which `run_async` and `stream` go through) to open the run's span, and the two methods haystack calls
+to execute one component (`_run_component_async`, `_run_component`) to open the component's span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from haystack import Pipeline, tracing
+from haystack.core.pipeline.breakpoint import Breakpoint
+from haystack.core.serialization_security import mark_deserialization_internal
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from hayscope import semconv
+from hayscope._version import __version__
+from hayscope.haystack_bridge import ensure_bridge
+from hayscope.metrics import register_metrics
+from hayscope.recording import ComponentExecution, PipelineTelemetry, current_run
+
+__all__ = ["TracedAsyncPipeline"]
+
+DEFAULT_PIPELINE_NAME = "pipeline"
+INSTRUMENTATION_SCOPE = "hayscope"
+
+
+def _runs_async(instance: Any) -> bool:
+    # The very test haystack's _execute_component_async makes to choose between awaiting and a thread.
+    return callable(getattr(instance, "run_async", None))
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(
+            f"name={name!r} is not a usable pipeline name: pass a short non-empty string such as "
+            "name='rag'; it labels this pipeline's spans and metrics."
+        )
+    return name
+
+
+class TracedAsyncPipeline(Pipeline):
+    """A drop-in `haystack.Pipeline` that records a span and metric samples per run and per component execution.
+
+    :param metadata: as for `haystack.Pipeline`.
+    :param max_runs_per_component: as for `haystack.Pipeline`.
+    :param connection_type_validation: as for `haystack.Pipeline`.
+    :param name: this pipeline's label in spans and metrics (the `pipeline` label); keep it bounded.
+    :param tracer_provider: where spans go; default: OpenTelemetry's global provider.
+    :param registry: where metrics go; default: prometheus_client's global `REGISTRY`.
+    """
+
+    def __init__(
+        self,
+        metadata: dict[str, Any] | None = None,
+        max_runs_per_component: int = 100,
+        connection_type_validation: bool = True,
+        *,
+        name: str = DEFAULT_PIPELINE_NAME,
+        tracer_provider: trace.TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        super().__init__(
+            metadata=metadata,
+            max_runs_per_component=max_runs_per_component,
+            connection_type_validation=connection_type_validation,
+        )
+        if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
+            raise TypeError(
+                f"tracer_provider={tracer_provider!r} is not an opentelemetry TracerProvider: pass "
+                "opentelemetry.sdk.trace.TracerProvider(...) or leave it out to use the global one."
+            )
+        if registry is not None and not isinstance(registry, CollectorRegistry):
+            raise TypeError(
+                f"registry={registry!r} is not a prometheus_client.CollectorRegistry: pass "
+                "prometheus_client.CollectorRegistry() or leave it out to use the global REGISTRY."
+            )
+        self._name = _check_name(name)
+        self._tracer_provider = tracer_provider
+        self._registry = registry
+        self._telemetry: PipelineTelemetry | None = None
+
+    @property
+    def name(self) -> str:
+        """The `pipeline` label of this pipeline's spans and metrics."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = _check_name(value)
+        self._telemetry = None
+
+    def _get_telemetry(self) -> PipelineTelemetry:
+        telemetry = self._telemetry
+        if telemetry is None:
+            # Built on first use, not in __init__, so that a provider or registry set up after the
+            # pipeline was built (or loaded from YAML) is the one used.
+            tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, __version__, tracer_provider=self._tracer_provider)
+            telemetry = self._telemetry = PipelineTelemetry(self._name, tracer, register_metrics(self._registry))
+        ensure_bridge()
+        return telemetry
+
+    def _run_attributes(self, execution_mode: str) -> dict[str, Any]:
+        return {
+            semconv.PIPELINE_NAME: self._name,
+            semconv.PIPELINE_EXECUTION_MODE: execution_mode,
+            semconv.PIPELINE_MAX_RUNS_PER_COMPONENT: self._max_runs_per_component,
+        }
+
+    @mark_deserialization_internal
+    def run(  # type: ignore[override]
+        self, data: dict[str, Any], include_outputs_from: set[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Runs the pipeline synchronously, exactly as `haystack.Pipeline.run`, inside a pipeline span."""
+        run = self._get_telemetry().start_run(self._run_attributes("sync"))
+        token = otel_context.attach(run.context)
+        try:
+            result = super().run(data, include_outputs_from, **kwargs)
+        except BaseException as error:
+            run.finish(error)
+            raise
+        finally:
+            otel_context.detach(token)
+        run.finish()
+        return result
+
+    @mark_deserialization_internal
+    async def run_async_generator(  # type: ignore[override]
+        self, data: dict[str, Any], include_outputs_from: set[str] | None = None, concurrency_limit: int = 4
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Runs the pipeline as `haystack.Pipeline.run_async_generator`, yielding the same partial outputs.
+
+        The run's context is attached only while haystack works on the next output and detached
+        before each `yield`, so nothing of this run stays current in the consumer, and nothing is
+        detached in a foreign context when an abandoned generator is finalized elsewhere.
+        """
+        attributes = self._run_attributes("async")
+        attributes[semconv.PIPELINE_CONCURRENCY_LIMIT] = concurrency_limit
+        run = self._get_telemetry().start_run(attributes)
+        steps = super().run_async_generator(
+            data, include_outputs_from=include_outputs_from, concurrency_limit=concurrency_limit
+        )
+        error: BaseException | None = None
+        try:
+            while True:
+                token = otel_context.attach(run.context)
+                try:
+                    output = await steps.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    otel_context.detach(token)
+                yield output
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            # Closing haystack's generator cancels its in-flight component tasks; their spans end
+            # (as cancelled) before the run's own span does.
+            token = otel_context.attach(run.context)
+            try:
+                await steps.aclose()
+            finally:
+                otel_context.detach(token)
+                run.finish(error)
+
+    @staticmethod
+    async def _run_component_async(
+        component_name: str,
+        component: dict[str, Any],
+        component_inputs: dict[str, Any],
+        component_visits: dict[str, int],
+        parent_span: tracing.Span | None = None,
+        *,
+        break_point: Breakpoint | None = None,
+    ) -> Mapping[str, Any]:
+        run = current_run()
+        instance = component["instance"]
+        if run is None:  # called outside a traced run
+            return await Pipeline._run_component_async(
+                component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
+            )
+        if _runs_async(instance):
+            execution = run.start_component(component_name, instance, semconv.MODE_ASYNC)
+            token = otel_context.attach(execution.context)
+            try:
+                outputs = await Pipeline._run_component_async(
+                    component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
+                )
+            except BaseException as error:
+                execution.finish(None, error)
+                raise
+            finally:
+                otel_context.detach(token)
+            execution.finish(component_visits[component_name])
+            return outputs
+
+        execution = run.start_component(component_name, instance, semconv.MODE_THREAD)
+        # The worker runs haystack's own sync execution path on a private visits counter; the count
+        # is written back here, on the loop, once the await returns, which is where haystack's
+        # thread-offloading path counts it too.
+        worker_visits = {component_name: component_visits[component_name]}
+        worker_context = _context_with(execution.context)
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                None,
+                worker_context.run,
+                _run_in_worker,
+                execution,
+                (component_name, component, component_inputs, worker_visits, parent_span),
+                break_point,
+            )
+        except BaseException as error:
+            execution.finish(None, error)
+            raise
+        component_visits[component_name] = worker_visits[component_name]
+        execution.finish(component_visits[component_name])
+        return outputs
+
+    @staticmethod
+    def _run_component(
+        component_name: str,
+        component: dict[str, Any],
+        inputs: dict[str, Any],
+        component_visits: dict[str, int],
+        parent_span: tracing.Span | None = None,
+        *,
+        break_point: Breakpoint | None = None,
+    ) -> Mapping[str, Any]:
+        run = current_run()
+        if run is None:  # called outside a traced run
+            return Pipeline._run_component(
+                component_name, component, inputs, component_visits, parent_span, break_point=break_point
+            )
+        execution = run.start_component(component_name, component["instance"], semconv.MODE_SYNC)
+        execution.thread = threading.current_thread()
+        token = otel_context.attach(execution.context)
+        try:
+            outputs = Pipeline._run_component(
+                component_name, component, inputs, component_visits, parent_span, break_point=break_point
+            )
+        except BaseException as error:
+            execution.finish(None, error)
+            raise
+        finally:
+            otel_context.detach(token)
+        execution.finish(component_visits[component_name])
+        return outputs
+
+
+def _context_with(otel_ctx: otel_context.Context) -> contextvars.Context:
+    """A copy of the current contextvars with `otel_ctx` current in it, for a worker thread."""
+    token = otel_context.attach(otel_ctx)
+    try:
+        return contextvars.copy_context()
+    finally:
+        otel_context.detach(token)
+
+
+def _run_in_worker(
+    execution: ComponentExecution, args: tuple[Any, ...], break_point: Breakpoint | None
+) -> Mapping[str, Any]:
+    execution.thread = threading.current_thread()
+    return Pipeline._run_component(*args, break_point=break_point)

@@ -1,0 +1,134 @@
+"""Configuration values: an explicit argument beats an environment variable, which beats the default.
+
+Every value is checked here, at setup time; a bad one raises `ValueError` naming where it came from,
+the value, and what would work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Final, TypeVar
+from urllib.parse import unquote, urlsplit
+
+# Standard OpenTelemetry variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/)
+OTEL_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
+OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"  # otlp (default) | console | none
+OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTEL_EXPORTER_OTLP_HEADERS: Final = "OTEL_EXPORTER_OTLP_HEADERS"
+OTEL_EXPORTER_OTLP_TRACES_HEADERS: Final = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+OTEL_TRACES_SAMPLER: Final = "OTEL_TRACES_SAMPLER"  # default parentbased_always_on
+OTEL_TRACES_SAMPLER_ARG: Final = "OTEL_TRACES_SAMPLER_ARG"
+# hayscope's own
+HAYSCOPE_METRICS_PORT: Final = "HAYSCOPE_METRICS_PORT"  # default 9464; 0 picks a free port
+HAYSCOPE_METRICS_HOST: Final = "HAYSCOPE_METRICS_HOST"  # default 127.0.0.1
+
+DEFAULT_SERVICE_NAME: Final = "haystack"
+DEFAULT_METRICS_PORT: Final = 9464
+DEFAULT_METRICS_HOST: Final = "127.0.0.1"
+EXPORTERS: Final = ("otlp", "console", "none")
+PROTOCOLS: Final = ("grpc", "http/protobuf")
+DEFAULT_ENDPOINTS: Final = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318/v1/traces"}
+SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+T = TypeVar("T")
+
+
+def pick(argument: T | None, *env_names: str) -> tuple[T | str | None, str]:
+    """The value to use and where it came from ('argument', a variable's name, or 'default')."""
+    if argument is not None:
+        return argument, "argument"
+    for name in env_names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value, name
+    return None, "default"
+
+
+def _where(source: str, argument_name: str) -> str:
+    return f"{argument_name}=" if source == "argument" else f"{source}="
+
+
+def choice(value: object, source: str, argument_name: str, allowed: tuple[str, ...]) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in allowed:
+        raise ValueError(f"{_where(source, argument_name)}{value!r} is not supported: use one of {', '.join(allowed)}.")
+    return str(text)
+
+
+def endpoint(value: object, source: str, argument_name: str) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{_where(source, argument_name)}{value!r} is not an OTLP endpoint: give a URL with scheme and host, "
+            "e.g. http://localhost:4317 for gRPC or http://localhost:4318 for http/protobuf."
+        )
+    try:
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        raise ValueError(
+            f"{_where(source, argument_name)}{value!r} has a malformed port: use a number from 1 to 65535, "
+            "e.g. http://localhost:4317."
+        ) from None
+    return str(value)
+
+
+def headers(value: object, source: str, argument_name: str) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return dict(value)
+    elif isinstance(value, str):
+        parsed: dict[str, str] = {}
+        for pair in value.split(","):
+            key, sep, val = pair.partition("=")
+            if not sep or not key.strip():
+                break
+            parsed[unquote(key.strip()).lower()] = unquote(val.strip())
+        else:
+            return parsed
+    raise ValueError(
+        f"{_where(source, argument_name)}{value!r} are not OTLP headers: pass a dict of strings, or in the "
+        "variable a comma-separated list such as 'api-key=secret,tenant=acme'."
+    )
+
+
+def ratio(value: object, source: str, argument_name: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise ValueError(
+            f"{_where(source, argument_name)}{value!r} is not a sampling ratio: give a number from 0 to 1, "
+            "e.g. 0.1 to keep one trace in ten."
+        )
+    return number
+
+
+def port(value: object, source: str, argument_name: str) -> int:
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else -1  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = -1
+    if not 0 <= number <= 65535:
+        raise ValueError(
+            f"{_where(source, argument_name)}{value!r} is not a TCP port: give a number from 1 to 65535, "
+            "or 0 to pick a free one."
+        )
+    return number
+
+
+def text(value: object, source: str, argument_name: str, example: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{_where(source, argument_name)}{value!r} must be a non-empty string, e.g. {example!r}.")
+    return value.strip()
