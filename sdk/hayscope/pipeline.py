@@ -72,6 +72,29 @@ class TracedAsyncPipeline(Pipeline):
             max_runs_per_component=max_runs_per_component,
             connection_type_validation=connection_type_validation,
         )
+        self._name = _check_name(name)
+        self._tracer_provider: trace.TracerProvider | None = None
+        self._registry: CollectorRegistry | None = None
+        self._telemetry: PipelineTelemetry | None = None
+        self.configure_telemetry(tracer_provider=tracer_provider, registry=registry)
+
+    @property
+    def name(self) -> str:
+        """The `pipeline` label of this pipeline's spans and metrics."""
+        return self._name
+
+    def configure_telemetry(
+        self,
+        *,
+        name: str | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> TracedAsyncPipeline:
+        """Set the name, tracer provider or registry after construction, e.g. on a pipeline from `loads()`.
+
+        Arguments left out keep their current value. Returns the pipeline, for chaining:
+        `TracedAsyncPipeline.loads(yaml).configure_telemetry(name="rag")`.
+        """
         if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
             raise TypeError(
                 f"tracer_provider={tracer_provider!r} is not an opentelemetry TracerProvider: pass "
@@ -82,20 +105,14 @@ class TracedAsyncPipeline(Pipeline):
                 f"registry={registry!r} is not a prometheus_client.CollectorRegistry: pass "
                 "prometheus_client.CollectorRegistry() or leave it out to use the global REGISTRY."
             )
-        self._name = _check_name(name)
-        self._tracer_provider = tracer_provider
-        self._registry = registry
-        self._telemetry: PipelineTelemetry | None = None
-
-    @property
-    def name(self) -> str:
-        """The `pipeline` label of this pipeline's spans and metrics."""
-        return self._name
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self._name = _check_name(value)
+        if name is not None:
+            self._name = _check_name(name)
+        if tracer_provider is not None:
+            self._tracer_provider = tracer_provider
+        if registry is not None:
+            self._registry = registry
         self._telemetry = None
+        return self
 
     def _get_telemetry(self) -> PipelineTelemetry:
         telemetry = self._telemetry

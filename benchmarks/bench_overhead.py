@@ -1,0 +1,599 @@
+"""Overhead of hayscope's tracing against bare haystack and opentelemetry-haystack.
+
+    python benchmarks/bench_overhead.py [--quick] [--json out.json]
+
+Every variant runs in this one process and one event loop, interleaved within each round (the order
+rotates from round to round), so drift on a shared, noisy machine hits all variants alike. Overheads
+and throughput ratios are computed per round against that round's `bare` figure, then summarised as
+median and min–max over rounds. See benchmarks/README.md for what each variant and workload is.
+"""
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from haystack import Pipeline, component, tracing
+from haystack.core.component.types import Variadic
+from haystack_integrations.tracing.opentelemetry.tracer import OpenTelemetryTracer
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from prometheus_client import CollectorRegistry
+
+from hayscope import TracedAsyncPipeline
+
+# --------------------------------------------------------------------------------------------------
+# Components: they do nothing, so whatever a run costs beyond bare haystack is instrumentation.
+
+
+@component
+class AsyncPass:
+    """Passes its input on; has `run_async`, so haystack awaits it on the loop."""
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, int]:
+        return {"value": value}
+
+    @component.output_types(value=int)
+    async def run_async(self, value: int) -> dict[str, int]:
+        return {"value": value}
+
+
+@component
+class SyncPass:
+    """Passes its input on; sync only, so `run_async` offloads it to a thread."""
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, int]:
+        return {"value": value}
+
+
+@component
+class AsyncJoin:
+    """Sums a Variadic input: the fan-in of the fan-out workload."""
+
+    @component.output_types(value=int)
+    def run(self, values: Variadic[int]) -> dict[str, int]:
+        return {"value": sum(values)}
+
+    @component.output_types(value=int)
+    async def run_async(self, values: Variadic[int]) -> dict[str, int]:
+        return {"value": sum(values)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Workloads
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    components: int  # component executions per run
+    populate: Callable[[Pipeline], None]
+    first: str  # the component that receives the run's input
+
+    def data(self) -> dict[str, Any]:
+        return {self.first: {"value": 1}}
+
+
+def _chain(make: Callable[[], Any], length: int) -> Callable[[Pipeline], None]:
+    def populate(pipeline: Pipeline) -> None:
+        for i in range(length):
+            pipeline.add_component(f"c{i}", make())
+        for i in range(length - 1):
+            pipeline.connect(f"c{i}.value", f"c{i + 1}.value")
+
+    return populate
+
+
+def _fan_out(branches: int) -> Callable[[Pipeline], None]:
+    def populate(pipeline: Pipeline) -> None:
+        pipeline.add_component("source", AsyncPass())
+        pipeline.add_component("join", AsyncJoin())
+        for i in range(branches):
+            pipeline.add_component(f"b{i}", AsyncPass())
+            pipeline.connect("source.value", f"b{i}.value")
+            pipeline.connect(f"b{i}.value", "join.values")
+
+    return populate
+
+
+CHAIN_ASYNC = Workload("chain8-async", "8 async components in a chain", 8, _chain(AsyncPass, 8), "c0")
+WORKLOADS: tuple[Workload, ...] = (
+    CHAIN_ASYNC,
+    Workload("chain8-sync", "8 sync-only components in a chain (thread-offloaded)", 8, _chain(SyncPass, 8), "c0"),
+    Workload("fanout4", "source -> 4 async branches -> Variadic joiner", 6, _fan_out(4), "source"),
+)
+
+# --------------------------------------------------------------------------------------------------
+# Exporters and variants
+
+
+class DroppingExporter(SpanExporter):
+    """Drops every span; keeps only how many it was handed, to reveal spans lost to a full queue."""
+
+    def __init__(self) -> None:
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def take(self) -> int:
+        count, self.exported = self.exported, 0
+        return count
+
+
+class CountingExporter(DroppingExporter):
+    """Also counts spans by (instrumentation scope, kind), for the span-count check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_kind: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            scope = span.instrumentation_scope.name if span.instrumentation_scope else "?"
+            self.by_kind[scope, _span_kind(span.name)] += 1
+        return super().export(spans)
+
+
+def _span_kind(name: str) -> str:
+    if name.startswith("haystack.pipeline.run"):
+        return "pipeline"
+    if name.startswith("haystack.component.run"):
+        return "component"
+    return "other"
+
+
+@dataclass
+class Variant:
+    """One way of running a workload: which pipeline class, which tracer, which sampler."""
+
+    name: str
+    hayscope: bool = False  # TracedAsyncPipeline instead of haystack.Pipeline
+    haystack_tracer: bool = False  # opentelemetry-haystack's tracer enabled while this variant runs
+    sampler: Sampler = ALWAYS_ON
+    exporter: DroppingExporter = field(default_factory=DroppingExporter)
+    provider: TracerProvider | None = field(init=False, default=None)
+    registry: CollectorRegistry | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.hayscope or self.haystack_tracer:
+            self.provider = TracerProvider(sampler=self.sampler)
+            self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        if self.hayscope:
+            self.registry = CollectorRegistry()
+
+    def build(self, workload: Workload) -> Pipeline:
+        if self.hayscope:
+            pipeline: Pipeline = TracedAsyncPipeline(
+                name=workload.name, tracer_provider=self.provider, registry=self.registry
+            )
+        else:
+            pipeline = Pipeline()
+        workload.populate(pipeline)
+        return pipeline
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """haystack's tracer is global: enabled only inside this block, and for this variant only."""
+        if self.haystack_tracer:
+            assert self.provider is not None
+            tracing.enable_tracing(OpenTelemetryTracer(self.provider.get_tracer("haystack")))
+        try:
+            yield
+        finally:
+            tracing.disable_tracing()
+
+    def settle(self) -> int:
+        """Flushes queued spans (outside any timed section) and returns how many were exported."""
+        if self.provider is not None:
+            self.provider.force_flush()
+        return self.exporter.take()
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def timed_variants() -> list[Variant]:
+    return [
+        Variant("bare"),
+        Variant("hayscope", hayscope=True),
+        Variant("hayscope-1pct", hayscope=True, sampler=ParentBased(TraceIdRatioBased(0.01))),
+        Variant("otel-haystack", haystack_tracer=True),
+    ]
+
+
+def with_counting_exporter(variant: Variant) -> Variant:
+    return dataclasses.replace(variant, exporter=CountingExporter())
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Stat:
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Stat":
+        return cls(statistics.median(values), min(values), max(values))
+
+    def fmt(self, digits: int = 1) -> str:
+        return f"{self.median:.{digits}f} ({self.min:.{digits}f}–{self.max:.{digits}f})"
+
+
+@dataclass
+class Row:
+    workload: str
+    variant: str
+    components: int
+    run_us: Stat  # sequential: µs per run
+    overhead_us_per_component: Stat | None  # (variant - bare) / components, paired per round
+    throughput_runs_per_s: Stat  # concurrent
+    throughput_vs_bare: Stat | None  # variant / bare, paired per round
+    spans_per_run: float  # exported by the dropping exporter during the timed phases
+
+
+@dataclass
+class SpanCheck:
+    variant: str
+    workload: str
+    runs: int
+    spans_per_run: dict[str, float]  # "scope/kind" -> spans per run
+    expected: str
+    ok: bool
+
+
+@dataclass
+class MemoryResult:
+    variant: str
+    workload: str
+    warmup_runs: int
+    runs: int
+    rss_start_mb: float
+    rss_end_mb: float
+    growth_mb: float
+    samples_mb: list[tuple[int, float]]  # (runs done, RSS) along the way
+
+
+@dataclass
+class Target:
+    name: str
+    value: float
+    threshold: float
+    higher_is_better: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.threshold if self.higher_is_better else self.value <= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "passed": self.passed}
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    parameters: dict[str, Any]
+    rows: list[Row]
+    overhead_ratio_hayscope_vs_otel: dict[str, Stat]
+    span_checks: list[SpanCheck]
+    memory: MemoryResult
+    targets: list[Target]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["targets"] = [target.to_dict() for target in self.targets]
+        return data
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurements
+
+
+async def run_sequential(pipeline: Pipeline, workload: Workload, runs: int) -> float:
+    """Seconds per run over `runs` sequential runs."""
+    start = time.perf_counter()
+    for _ in range(runs):
+        await pipeline.run_async(workload.data())
+    return (time.perf_counter() - start) / runs
+
+
+async def run_concurrent(pipeline: Pipeline, workload: Workload, runs: int) -> float:
+    """Runs per second with `runs` runs in flight at once."""
+    start = time.perf_counter()
+    await asyncio.gather(*(pipeline.run_async(workload.data()) for _ in range(runs)))
+    return runs / (time.perf_counter() - start)
+
+
+def rotated(items: Sequence[Variant], round_index: int) -> list[Variant]:
+    shift = round_index % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+async def interleaved_rounds(
+    variants: Sequence[Variant],
+    pipelines: dict[str, Pipeline],
+    measure: Callable[[Pipeline], Any],
+    rounds: int,
+    spans: collections.Counter[str],
+) -> dict[str, list[float]]:
+    """Per variant, one `measure(pipeline)` figure per round; variants interleaved, order rotating."""
+    figures: dict[str, list[float]] = {variant.name: [] for variant in variants}
+    for round_index in range(rounds):
+        for variant in rotated(variants, round_index):
+            gc.collect()
+            with variant.active():
+                figures[variant.name].append(await measure(pipelines[variant.name]))
+            spans[variant.name] += variant.settle()
+    return figures
+
+
+async def warm_up(variants: Sequence[Variant], pipelines: dict[str, Pipeline], workload: Workload, runs: int) -> None:
+    for variant in variants:
+        with variant.active():
+            await run_sequential(pipelines[variant.name], workload, runs)
+        variant.settle()
+
+
+async def bench_workload(variants: Sequence[Variant], workload: Workload, params: "Params") -> list[Row]:
+    pipelines = {variant.name: variant.build(workload) for variant in variants}
+    await warm_up(variants, pipelines, workload, params.warmup_runs)
+    spans: collections.Counter[str] = collections.Counter()
+
+    async def sequential(pipeline: Pipeline) -> float:
+        return await run_sequential(pipeline, workload, params.sequential_runs) * 1e6
+
+    async def concurrent(pipeline: Pipeline) -> float:
+        return await run_concurrent(pipeline, workload, params.concurrent_runs)
+
+    run_us = await interleaved_rounds(variants, pipelines, sequential, params.rounds, spans)
+    throughput = await interleaved_rounds(variants, pipelines, concurrent, params.rounds, spans)
+    total_runs = params.rounds * (params.sequential_runs + params.concurrent_runs)
+
+    bare_us, bare_tp = run_us["bare"], throughput["bare"]
+    rows = []
+    for variant in variants:
+        us, tp = run_us[variant.name], throughput[variant.name]
+        is_bare = variant.name == "bare"
+        overhead = [(v - b) / workload.components for v, b in zip(us, bare_us)]
+        ratio = [v / b for v, b in zip(tp, bare_tp)]
+        rows.append(
+            Row(
+                workload=workload.name,
+                variant=variant.name,
+                components=workload.components,
+                run_us=Stat.of(us),
+                overhead_us_per_component=None if is_bare else Stat.of(overhead),
+                throughput_runs_per_s=Stat.of(tp),
+                throughput_vs_bare=None if is_bare else Stat.of(ratio),
+                spans_per_run=spans[variant.name] / total_runs,
+            )
+        )
+    return rows
+
+
+def overhead_ratio(rows: Sequence[Row], workload: str) -> Stat:
+    """overhead(hayscope) / overhead(otel-haystack): ratio of the medians, with the per-round extremes
+    bounded by the extremes of both overheads."""
+    by_variant = {row.variant: row.overhead_us_per_component for row in rows if row.workload == workload}
+    ours, theirs = by_variant["hayscope"], by_variant["otel-haystack"]
+    assert ours is not None and theirs is not None
+    return Stat(ours.median / theirs.median, ours.min / theirs.max, ours.max / theirs.min)
+
+
+async def check_spans(variant: Variant, workload: Workload, runs: int, expected: str) -> SpanCheck:
+    counted = with_counting_exporter(variant)
+    pipeline = counted.build(workload)
+    with counted.active():
+        await run_sequential(pipeline, workload, runs)
+    counted.settle()
+    counted.shutdown()
+    assert isinstance(counted.exporter, CountingExporter)
+    per_run = {f"{scope}/{kind}": count / runs for (scope, kind), count in sorted(counted.exporter.by_kind.items())}
+    return SpanCheck(variant.name, workload.name, runs, per_run, expected, ok=_spans_as_expected(variant, workload, per_run))
+
+
+def _spans_as_expected(variant: Variant, workload: Workload, per_run: dict[str, float]) -> bool:
+    if not (variant.hayscope or variant.haystack_tracer):
+        return not per_run
+    if variant.sampler is not ALWAYS_ON:
+        return True  # sampled: a fraction of runs, checked by eye
+    # hayscope's spans win whenever it is on: with both enabled, haystack's tracer must add nothing.
+    scope = "hayscope" if variant.hayscope else "haystack"
+    return per_run == {f"{scope}/component": float(workload.components), f"{scope}/pipeline": 1.0}
+
+
+async def span_checks(runs: int) -> list[SpanCheck]:
+    both = Variant("hayscope+otel-haystack", hayscope=True, haystack_tracer=True)
+    checks = []
+    for workload in WORKLOADS:
+        for variant in [*timed_variants(), both]:
+            expected = {
+                "bare": "none",
+                "hayscope-1pct": f"~1% of (1 + {workload.components})",
+                "hayscope+otel-haystack": f"hayscope: 1 + {workload.components}; haystack: none",
+            }.get(variant.name, f"1 + {workload.components}")
+            checks.append(await check_spans(variant, workload, runs, expected))
+            variant.shutdown()
+    return checks
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def measure_memory(variant: Variant, workload: Workload, warmup: int, runs: int) -> MemoryResult:
+    pipeline = variant.build(workload)
+    samples: list[tuple[int, float]] = []
+    step = max(runs // 10, 1)
+    with variant.active():
+        await run_sequential(pipeline, workload, warmup)
+        variant.settle()
+        gc.collect()
+        start = rss_mb()
+        for done in range(step, runs + 1, step):
+            await run_sequential(pipeline, workload, step)
+            gc.collect()
+            samples.append((done, rss_mb()))
+        variant.settle()
+        gc.collect()
+        end = rss_mb()
+    return MemoryResult(variant.name, workload.name, warmup, runs, start, end, end - start, samples)
+
+
+# --------------------------------------------------------------------------------------------------
+# Orchestration and output
+
+
+@dataclass(frozen=True)
+class Params:
+    rounds: int
+    sequential_runs: int
+    concurrent_runs: int
+    warmup_runs: int
+    span_check_runs: int
+    memory_warmup_runs: int
+    memory_runs: int
+
+
+FULL = Params(rounds=15, sequential_runs=200, concurrent_runs=200, warmup_runs=100,
+              span_check_runs=500, memory_warmup_runs=2000, memory_runs=100_000)  # fmt: skip
+QUICK = Params(rounds=5, sequential_runs=50, concurrent_runs=200, warmup_runs=30,
+               span_check_runs=200, memory_warmup_runs=2000, memory_runs=10_000)  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "packages": {
+            name: version(name)
+            for name in ("haystack-ai", "opentelemetry-sdk", "opentelemetry-haystack", "prometheus-client", "hayscope")
+        },
+    }
+
+
+def targets(rows: Sequence[Row], ratios: dict[str, Stat], memory: MemoryResult) -> list[Target]:
+    found: list[Target] = []
+    for workload, ratio in ratios.items():
+        found.append(Target(f"{workload}: overhead hayscope / otel-haystack", ratio.median, 0.5, False))
+    floors = {"hayscope": 0.75, "hayscope-1pct": 0.95}
+    for row in rows:
+        if row.variant in floors and row.throughput_vs_bare is not None:
+            found.append(
+                Target(f"{row.workload}: throughput {row.variant} / bare", row.throughput_vs_bare.median,
+                       floors[row.variant], True)  # fmt: skip
+            )
+    found.append(Target(f"{memory.workload}: RSS growth of {memory.variant} over {memory.runs:,} runs (MB)",
+                        memory.growth_mb, 10.0, False))  # fmt: skip
+    return found
+
+
+def markdown(report: Report) -> str:
+    lines = [
+        "| workload | variant | µs/run, median (min–max) | overhead µs/component vs bare | "
+        "concurrent runs/s | × bare | spans/run |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in report.rows:
+        overhead = row.overhead_us_per_component.fmt(2) if row.overhead_us_per_component else "—"
+        vs_bare = row.throughput_vs_bare.fmt(2) if row.throughput_vs_bare else "1"
+        lines.append(
+            f"| {row.workload} | {row.variant} | {row.run_us.fmt()} | {overhead} | "
+            f"{row.throughput_runs_per_s.fmt(0)} | {vs_bare} | {row.spans_per_run:.2f} |"
+        )
+    lines += ["", "Overhead ratio hayscope / otel-haystack (ratio of medians; range from per-round extremes):", ""]
+    lines += [f"- {workload}: {ratio.fmt(2)}" for workload, ratio in report.overhead_ratio_hayscope_vs_otel.items()]
+    lines += ["", "| target | value | threshold | result |", "|---|---:|---:|---|"]
+    for target in report.targets:
+        sign = "≥" if target.higher_is_better else "≤"
+        lines.append(
+            f"| {target.name} | {target.value:.2f} | {sign} {target.threshold} | {'PASS' if target.passed else 'FAIL'} |"
+        )
+    lines += ["", "Span counts per run (counting exporter, scope/kind):", "",
+              "| workload | variant | spans per run | expected | ok |", "|---|---|---|---|---|"]  # fmt: skip
+    for check in report.span_checks:
+        found = ", ".join(f"{key} {value:g}" for key, value in check.spans_per_run.items()) or "none"
+        lines.append(f"| {check.workload} | {check.variant} | {found} | {check.expected} | {'yes' if check.ok else 'NO'} |")
+    memory = report.memory
+    samples = ", ".join(f"{done // 1000}k: {mb:.1f}" for done, mb in memory.samples_mb)
+    lines += [
+        "",
+        f"Memory ({memory.variant}, {memory.workload}): RSS {memory.rss_start_mb:.1f} MB -> {memory.rss_end_mb:.1f} MB "
+        f"over {memory.runs:,} runs after {memory.warmup_runs:,} warm-up runs: growth {memory.growth_mb:+.2f} MB",
+        f"(RSS along the way, MB: {samples})",
+    ]
+    return "\n".join(lines)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def main_async(params: Params) -> Report:
+    info = machine()
+    log(f"span checks ({params.span_check_runs} runs per variant and workload)")
+    checks = await span_checks(params.span_check_runs)
+
+    variants = timed_variants()
+    rows: list[Row] = []
+    for workload in WORKLOADS:
+        log(f"timing {workload.name}")
+        rows += await bench_workload(variants, workload, params)
+    ratios = {workload.name: overhead_ratio(rows, workload.name) for workload in WORKLOADS}
+
+    log(f"memory: {params.memory_runs:,} runs")
+    hayscope = next(variant for variant in variants if variant.name == "hayscope")
+    memory = await measure_memory(hayscope, CHAIN_ASYNC, params.memory_warmup_runs, params.memory_runs)
+    for variant in variants:
+        variant.shutdown()
+    return Report(info, dataclasses.asdict(params), rows, ratios, checks, memory, targets(rows, ratios, memory))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and runs (a smoke run, noisier)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+
+    report = asyncio.run(main_async(QUICK if args.quick else FULL))
+    info = report.machine
+    print(f"Python {info['python']}, {info['cpus']} CPUs, load at start {info['loadavg_at_start'][0]:.2f}; "
+          f"{', '.join(f'{k} {v}' for k, v in info['packages'].items())}\n")  # fmt: skip
+    print(markdown(report))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(report.to_dict(), out, indent=2)
+    return 0 if all(target.passed for target in report.targets) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
