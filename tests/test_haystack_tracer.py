@@ -1,0 +1,100 @@
+"""Side by side with haystack's own OpenTelemetry tracer (opentelemetry-haystack): one span per execution."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from components import AsyncAdd, Gate, SyncAdd
+from haystack import Pipeline, SuperComponent, tracing
+from haystack_integrations.tracing.opentelemetry import OpenTelemetryTracer
+from opentelemetry import trace
+
+from hayscope.testing import TelemetryCapture, span_tree
+
+
+@pytest.fixture
+def haystack_tracer(capture: TelemetryCapture) -> Iterator[None]:
+    tracing.enable_tracing(OpenTelemetryTracer(capture.tracer_provider.get_tracer("haystack")))
+    yield
+    tracing.disable_tracing()
+
+
+def chain(capture: TelemetryCapture):
+    pipeline = capture.pipeline(name="both")
+    pipeline.add_component("first", AsyncAdd(1))
+    pipeline.add_component("second", SyncAdd(10))
+    pipeline.connect("first.value", "second.value")
+    return pipeline
+
+
+@pytest.mark.parametrize("path", ["run_async", "run"])
+async def test_there_is_still_exactly_one_span_per_execution(capture, haystack_tracer, context_errors, path):
+    pipeline = chain(capture)
+
+    if path == "run":
+        result = pipeline.run({"first": {"value": 0}})
+    else:
+        result = await pipeline.run_async({"first": {"value": 0}})
+
+    assert result == {"second": {"value": 11}}
+    assert span_tree(capture.spans()) == [
+        "haystack.pipeline.run both",
+        "  haystack.component.run first",
+        "  haystack.component.run second",
+    ]
+    # haystack's own tags land on hayscope's spans, content tags do not (content tracing is off).
+    second = capture.spans_named("haystack.component.run second")[0]
+    assert second.attributes["haystack.component.fully_qualified_type"] == "components.SyncAdd"
+    assert second.attributes["haystack.component.visits"] == 1
+    assert "haystack.component.input" not in second.attributes
+    root = capture.spans_named("haystack.pipeline.run both")[0]
+    assert "haystack.pipeline.input_data" not in root.attributes
+    assert root.attributes["haystack.pipeline.execution_mode"] == ("sync" if path == "run" else "async")
+
+
+async def test_haystack_internal_spans_nest_under_the_component_span(capture, haystack_tracer, context_errors):
+    inner = Pipeline()
+    inner.add_component("inner_add", SyncAdd(5))
+    pipeline = capture.pipeline(name="outer")
+    pipeline.add_component("first", AsyncAdd(1))
+    pipeline.add_component("wrapped", SuperComponent(pipeline=inner))
+    pipeline.connect("first.value", "wrapped.value")
+
+    result = await pipeline.run_async({"first": {"value": 0}})
+
+    assert result == {"wrapped": {"value": 6}}
+    # The SuperComponent's sync run goes to a worker thread; haystack's spans for its inner pipeline
+    # are haystack's own (unnamed), under hayscope's component span.
+    assert span_tree(capture.spans()) == [
+        "haystack.pipeline.run outer",
+        "  haystack.component.run first",
+        "  haystack.component.run wrapped",
+        "    haystack.pipeline.run",
+        "      haystack.component.run",
+    ]
+    inner_component = capture.spans_named("haystack.component.run")[0]
+    assert inner_component.attributes["haystack.component.name"] == "inner_add"
+
+
+async def test_streams_leave_no_span_current_even_with_haystacks_tracer(capture, haystack_tracer, context_errors):
+    gate = Gate()
+    pipeline = capture.pipeline(name="streamed")
+    pipeline.add_component("first", AsyncAdd(1))
+    pipeline.add_component("fast", AsyncAdd(1))
+    pipeline.add_component("held", gate)
+    pipeline.connect("first.value", "fast.value")
+    pipeline.connect("first.value", "held.value")
+
+    streams = [pipeline.run_async_generator({"first": {"value": i}}) for i in range(3)]
+    for stream in streams:
+        assert await anext(stream) == {"fast": {"value": streams.index(stream) + 2}}
+        assert trace.get_current_span() is trace.INVALID_SPAN
+    await gate.entered.wait()
+    await asyncio.gather(*(stream.aclose() for stream in streams))
+
+    runs = capture.spans_named("haystack.pipeline.run streamed")
+    assert len(runs) == 3 and len({s.context.trace_id for s in runs}) == 3
+    assert all(s.parent is None for s in runs)
+    assert len(capture.spans()) == 3 * 4  # a pipeline span and one per execution: first, fast, held
