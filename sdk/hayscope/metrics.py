@@ -194,3 +194,12 @@ def register_metrics(
                 "before any pipeline runs, or use a fresh CollectorRegistry."
             )
         return existing
+
+
+def catalogue_markdown() -> str:
+    """The catalogue as the Markdown table the README shows (a test keeps the two equal)."""
+    rows = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
+    for spec in CATALOGUE:
+        labels = ", ".join(f"`{label}`" for label in spec.labels)
+        rows.append(f"| `{spec.name}` | {spec.kind} | {labels} | {spec.help} |")
+    return "\n".join(rows)

@@ -13,6 +13,7 @@ sockets, and the test reads back what arrived.
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 import zlib
 from collections.abc import Iterable
@@ -94,7 +95,10 @@ class OtlpReceiver:
             server.stop(grace=None).wait()
             executor.shutdown(wait=True)
             raise
-        thread = threading.Thread(target=http_server.serve_forever, name="otlp-receiver-http", daemon=True)
+        # A short poll interval: `stop()` waits up to one interval for the serving loop to notice.
+        thread = threading.Thread(
+            target=http_server.serve_forever, kwargs={"poll_interval": 0.05}, name="otlp-receiver-http", daemon=True
+        )
         thread.start()
         self._grpc_server, self._grpc_executor, self._grpc_port = server, executor, bound
         self._http_server, self._http_thread = http_server, thread
@@ -209,8 +213,6 @@ class _HttpServer(ThreadingHTTPServer):
 
     def __init__(self, receiver: OtlpReceiver, address: tuple[str, int]) -> None:
         if ":" in address[0]:
-            import socket
-
             self.address_family = socket.AF_INET6
         self.receiver = receiver
         super().__init__(address, _TracesHandler)

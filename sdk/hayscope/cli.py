@@ -1,0 +1,64 @@
+"""The `hayscope` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number: use 1 or more")
+    return value
+
+
+def demo(runs: int, concurrency: int) -> int:
+    from hayscope import example, setup_telemetry
+    from hayscope.settings import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+
+    registry = CollectorRegistry()
+    # Spans are kept in process for the printout; they also go over OTLP when an endpoint is configured.
+    sends_otlp = bool(os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT) or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT))
+    kept = InMemorySpanExporter()
+    with setup_telemetry(
+        "hayscope-demo",
+        traces_exporter=None if sends_otlp else "none",
+        registry=registry,
+        metrics_port=0,
+        set_global=False,
+    ) as telemetry:
+        telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
+        pipeline = example.build_pipeline(tracer_provider=telemetry.tracer_provider, registry=registry)
+        print(f"metrics: {telemetry.metrics_url}   runs: {runs}   concurrency: {concurrency}")
+        answers = asyncio.run(example.ask_all(pipeline, runs, concurrency))
+        telemetry.force_flush()
+        print(f"\nfirst answer: {answers[0]}\n\nslowest run (offset, duration, span, mode):")
+        print("\n".join(example.waterfall(kept.get_finished_spans())))
+        print("\nmetrics (OpenMetrics, buckets left out):")
+        print("\n".join(example.metric_lines(registry)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hayscope", description="Observability for Haystack async pipelines.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser("demo", help="run an instrumented example pipeline offline and print its telemetry")
+    demo_parser.add_argument("--runs", type=_positive, default=24, help="questions to ask (default 24)")
+    demo_parser.add_argument("--concurrency", type=_positive, default=8, help="runs at a time (default 8)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no usage pings from a demo
+    if args.command == "demo":
+        return demo(args.runs, args.concurrency)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

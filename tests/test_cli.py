@@ -1,0 +1,34 @@
+"""`hayscope demo` runs offline and prints the slowest run's spans and the metrics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hayscope.cli import main
+
+
+def test_demo_prints_a_waterfall_and_the_metrics(capsys, monkeypatch):
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+
+    assert main(["demo", "--runs", "6", "--concurrency", "3"]) == 0
+
+    out = capsys.readouterr().out
+    assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics\s+runs: 6\s+concurrency: 3", out)
+    waterfall = out.split("slowest run (offset, duration, span, mode):\n")[1].split("\n\n")[0].splitlines()
+    assert [re.sub(r"^\s*[\d.]+ ms\s+[\d.]+ ms  ", "", line) for line in waterfall] == [
+        "haystack.pipeline.run wonders",
+        "  haystack.component.run retriever async",
+        "  haystack.component.run prompt_builder thread",
+        "  haystack.component.run llm async",
+    ]
+    assert 'haystack_pipeline_runs_total{pipeline="wonders",status="ok"} 6.0' in out
+
+
+@pytest.mark.parametrize("argv", [["demo", "--runs", "0"], ["demo", "--concurrency", "-2"]])
+def test_demo_refuses_counts_below_one(argv, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "is not a positive whole number: use 1 or more" in capsys.readouterr().err
