@@ -90,6 +90,8 @@ def test_a_port_in_use_is_refused_with_the_port_and_the_fix():
         ({}, {"OTEL_TRACES_SAMPLER_ARG": "half"}, r"OTEL_TRACES_SAMPLER_ARG='half' is not a sampling ratio"),
         ({"otlp_headers": "novalue"}, {}, r"otlp_headers='novalue' are not OTLP headers"),
         ({}, {"OTEL_EXPORTER_OTLP_HEADERS": "a=1,broken"}, r"OTEL_EXPORTER_OTLP_HEADERS='a=1,broken' are not OTLP"),
+        ({"otlp_timeout": 0}, {}, r"otlp_timeout=0 is not a timeout: give a positive number of seconds"),
+        ({}, {"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, r"OTEL_EXPORTER_OTLP_TIMEOUT='soon' is not a timeout"),
         ({"metrics_port": 70000}, {}, r"metrics_port=70000 is not a TCP port"),
         ({}, {"HAYSCOPE_METRICS_PORT": "http"}, r"HAYSCOPE_METRICS_PORT='http' is not a TCP port"),
         ({"service_name": ""}, {}, r"service_name='' must be a non-empty string"),

@@ -20,6 +20,9 @@ OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 OTEL_EXPORTER_OTLP_HEADERS: Final = "OTEL_EXPORTER_OTLP_HEADERS"
 OTEL_EXPORTER_OTLP_TRACES_HEADERS: Final = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+# Seconds, as opentelemetry-python's exporters read them (the specification says milliseconds).
+OTEL_EXPORTER_OTLP_TIMEOUT: Final = "OTEL_EXPORTER_OTLP_TIMEOUT"
+OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: Final = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
 OTEL_TRACES_SAMPLER: Final = "OTEL_TRACES_SAMPLER"  # default parentbased_always_on
 OTEL_TRACES_SAMPLER_ARG: Final = "OTEL_TRACES_SAMPLER_ARG"
 # hayscope's own
@@ -85,8 +88,9 @@ def endpoint(value: object, source: str, argument_name: str) -> str:
 
 def headers(value: object, source: str, argument_name: str) -> dict[str, str]:
     if isinstance(value, Mapping):
-        if all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            return dict(value)
+        if all(isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in value.items()):
+            # gRPC refuses upper-case metadata keys; HTTP header names are case-insensitive anyway.
+            return {k.strip().lower(): v for k, v in value.items()}
     elif isinstance(value, str):
         parsed: dict[str, str] = {}
         for pair in value.split(","):
@@ -111,6 +115,18 @@ def ratio(value: object, source: str, argument_name: str) -> float:
         raise ValueError(
             f"{_where(source, argument_name)}{value!r} is not a sampling ratio: give a number from 0 to 1, "
             "e.g. 0.1 to keep one trace in ten."
+        )
+    return number
+
+
+def seconds(value: object, source: str, argument_name: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 < number < float("inf"):
+        raise ValueError(
+            f"{_where(source, argument_name)}{value!r} is not a timeout: give a positive number of seconds, e.g. 10."
         )
     return number
 

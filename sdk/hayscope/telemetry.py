@@ -60,7 +60,7 @@ class Telemetry:
         return f"http://{host}:{port}/metrics"
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export every finished span now; True when all were exported in time."""
+        """Hand every finished span to the exporter now and wait for it (not a guarantee it was accepted)."""
         return self.tracer_provider.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
@@ -97,6 +97,7 @@ def setup_telemetry(
     otlp_endpoint: str | None = None,
     otlp_protocol: str | None = None,
     otlp_headers: Mapping[str, str] | None = None,
+    otlp_timeout: float | None = None,
     sampler: str | Sampler | None = None,
     sampler_ratio: float | None = None,
     span_exporter: SpanExporter | None = None,
@@ -118,7 +119,9 @@ def setup_telemetry(
       `span_exporter` replaces it with an exporter of your own.
     - `otlp_endpoint` (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then `OTEL_EXPORTER_OTLP_ENDPOINT`),
       `otlp_protocol` (`..._TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`; `grpc` or `http/protobuf`,
-      default `grpc`), `otlp_headers` (`..._TRACES_HEADERS`, then `OTEL_EXPORTER_OTLP_HEADERS`).
+      default `grpc`), `otlp_headers` (`..._TRACES_HEADERS`, then `OTEL_EXPORTER_OTLP_HEADERS`),
+      `otlp_timeout` in seconds (`..._TRACES_TIMEOUT`, then `OTEL_EXPORTER_OTLP_TIMEOUT`, in seconds as
+      the Python exporters read them; default 10): how long one export, retries included, may take.
     - `sampler` (`OTEL_TRACES_SAMPLER`, default `parentbased_always_on`) and `sampler_ratio`
       (`OTEL_TRACES_SAMPLER_ARG`, default 1.0) for the `*traceidratio` samplers.
     - `metrics_host` (`HAYSCOPE_METRICS_HOST`, default 127.0.0.1) and `metrics_port`
@@ -137,18 +140,18 @@ def setup_telemetry(
         if _active is not None:
             logger.warning("hayscope telemetry is already set up; returning the active handle unchanged")
             return _active
+        if log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format={log_format!r} is not supported: use one of {', '.join(LOG_FORMATS)}.")
         provider = TracerProvider(
             resource=Resource.create({SERVICE_NAME: _service_name(service_name)}),
             sampler=_sampler(sampler, sampler_ratio),
         )
-        exporter = span_exporter if span_exporter is not None else _span_exporter(
-            traces_exporter, otlp_endpoint, otlp_protocol, otlp_headers
-        )
         if registry is None:
             registry = REGISTRY
         register_metrics(registry, duration_buckets=duration_buckets)
-        if log_format not in LOG_FORMATS:
-            raise ValueError(f"log_format={log_format!r} is not supported: use one of {', '.join(LOG_FORMATS)}.")
+        exporter = span_exporter if span_exporter is not None else _span_exporter(
+            traces_exporter, otlp_endpoint, otlp_protocol, otlp_headers, otlp_timeout
+        )
         try:
             server = _serve_metrics(registry, metrics_host, metrics_port) if serve_metrics else None
         except ValueError:
@@ -191,6 +194,7 @@ def _span_exporter(
     endpoint_argument: str | None,
     protocol_argument: str | None,
     headers_argument: Mapping[str, str] | None,
+    timeout_argument: float | None,
 ) -> SpanExporter | None:
     value, source = settings.pick(exporter_argument, settings.OTEL_TRACES_EXPORTER)
     kind = "otlp" if value is None else settings.choice(value, source, "traces_exporter", settings.EXPORTERS)
@@ -206,14 +210,20 @@ def _span_exporter(
     value, source = settings.pick(
         headers_argument, settings.OTEL_EXPORTER_OTLP_TRACES_HEADERS, settings.OTEL_EXPORTER_OTLP_HEADERS
     )
-    headers = {} if value is None else settings.headers(value, source, "otlp_headers")
+    headers = None if value is None else settings.headers(value, source, "otlp_headers")
+    value, source = settings.pick(
+        timeout_argument, settings.OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, settings.OTEL_EXPORTER_OTLP_TIMEOUT
+    )
+    timeout = None if value is None else settings.seconds(value, source, "otlp_timeout")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-        return GrpcExporter(endpoint=endpoint, headers=headers or None, insecure=endpoint.startswith("http://"))
+        return GrpcExporter(
+            endpoint=endpoint, headers=headers, timeout=timeout, insecure=endpoint.startswith("http://")
+        )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-    return HttpExporter(endpoint=endpoint, headers=headers or None)
+    return HttpExporter(endpoint=endpoint, headers=headers, timeout=timeout)
 
 
 def _endpoint(argument: str | None, protocol: str) -> str:
