@@ -48,7 +48,8 @@ async def test_run_async_gives_one_pipeline_span_and_one_child_per_component(cap
         "hayscope.status": "ok",
     }
     first = spans["haystack.component.run first"]
-    assert dict(first.attributes) == {
+    timings = {"hayscope.component.run_time", "hayscope.component.schedule_wait", "hayscope.component.loop_held"}
+    assert {k: v for k, v in first.attributes.items() if k not in timings} == {
         "haystack.component.name": "first",
         "haystack.component.type": "AsyncAdd",
         "haystack.component.execution_mode": "async",
@@ -56,6 +57,7 @@ async def test_run_async_gives_one_pipeline_span_and_one_child_per_component(cap
         "haystack.component.visits": 1,
         "hayscope.status": "ok",
     }
+    assert set(first.attributes) >= timings
     second = spans["haystack.component.run second"]
     assert second.attributes["haystack.component.execution_mode"] == "thread"
     assert second.attributes["haystack.component.type"] == "SyncAdd"

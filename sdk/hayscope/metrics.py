@@ -9,17 +9,23 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hayscope.executor import live_states
 
 __all__ = [
     "CATALOGUE",
     "DEFAULT_DURATION_BUCKETS",
     "MAX_COMPONENT_LABEL_VALUES",
     "MAX_PIPELINE_LABEL_VALUES",
+    "NO_COMPONENT",
     "OVERFLOW_LABEL_VALUE",
     "MetricSpec",
     "Metrics",
@@ -37,6 +43,13 @@ DEFAULT_DURATION_BUCKETS: Final[tuple[float, ...]] = (
 MAX_PIPELINE_LABEL_VALUES: Final = 100
 MAX_COMPONENT_LABEL_VALUES: Final = 1000
 OVERFLOW_LABEL_VALUE: Final = "__overflow__"
+# The pipeline and component label of event-loop stalls that no component's code caused.
+NO_COMPONENT: Final = "(none)"
+
+# Event-loop lag is healthy below a millisecond and pathological past a second.
+LAG_BUCKETS: Final[tuple[float, ...]] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 
 Kind = Literal["histogram", "counter", "gauge"]
 
@@ -91,12 +104,83 @@ COMPONENTS_IN_FLIGHT: Final = MetricSpec(
     ("pipeline", "component", "mode"),
 )
 
+_COMPONENT_LABELS: Final = COMPONENT_DURATION.labels
+COMPONENT_RUN_TIME: Final = MetricSpec(
+    "haystack_component_run_time_seconds",
+    "histogram",
+    "The component's own execution: in its worker thread for thread mode, waits for a worker or a slot left out.",
+    "seconds",
+    _COMPONENT_LABELS,
+    DEFAULT_DURATION_BUCKETS,
+)
+COMPONENT_QUEUE_WAIT: Final = MetricSpec(
+    "haystack_component_queue_wait_seconds",
+    "histogram",
+    "Thread mode: from submission to the executor until a worker thread started the component.",
+    "seconds",
+    _COMPONENT_LABELS,
+    DEFAULT_DURATION_BUCKETS,
+)
+COMPONENT_LOOP_HELD: Final = MetricSpec(
+    "haystack_component_loop_held_seconds",
+    "histogram",
+    "Async mode: how long the component's own code kept the event loop busy (blocking calls, CPU work).",
+    "seconds",
+    _COMPONENT_LABELS,
+    DEFAULT_DURATION_BUCKETS,
+)
+COMPONENT_SCHEDULE_WAIT: Final = MetricSpec(
+    "haystack_component_schedule_wait_seconds",
+    "histogram",
+    "From the pipeline scheduling the component until it started (concurrency_limit, loop scheduling).",
+    "seconds",
+    _COMPONENT_LABELS,
+    DEFAULT_DURATION_BUCKETS,
+)
+EXECUTOR_WORKERS_BUSY: Final = MetricSpec(
+    "hayscope_executor_workers_busy", "gauge", "Worker threads running a component now.", "", ("executor",)
+)
+EXECUTOR_WORKERS_MAX: Final = MetricSpec(
+    "hayscope_executor_workers_max", "gauge", "Worker threads the executor may run at most.", "", ("executor",)
+)
+EXECUTOR_QUEUE_DEPTH: Final = MetricSpec(
+    "hayscope_executor_queue_depth",
+    "gauge",
+    "Component executions submitted to the executor and waiting for a free worker.",
+    "",
+    ("executor",),
+)
+EVENT_LOOP_LAG: Final = MetricSpec(
+    "asyncio_event_loop_lag_seconds",
+    "histogram",
+    "How late the event loop ran a heartbeat callback: time other code kept the loop from it.",
+    "seconds",
+    (),
+    LAG_BUCKETS,
+)
+EVENT_LOOP_BLOCKED: Final = MetricSpec(
+    "hayscope_event_loop_blocked_seconds_total",
+    "counter",
+    "Seconds the event loop was blocked past the threshold, by the component whose code held it ((none): no component).",
+    "seconds",
+    ("pipeline", "component"),
+)
+
 CATALOGUE: Final[tuple[MetricSpec, ...]] = (
     PIPELINE_RUN_DURATION,
     PIPELINE_RUNS,
     PIPELINE_RUNS_IN_FLIGHT,
     COMPONENT_DURATION,
+    COMPONENT_RUN_TIME,
+    COMPONENT_QUEUE_WAIT,
+    COMPONENT_LOOP_HELD,
+    COMPONENT_SCHEDULE_WAIT,
     COMPONENTS_IN_FLIGHT,
+    EXECUTOR_WORKERS_BUSY,
+    EXECUTOR_WORKERS_MAX,
+    EXECUTOR_QUEUE_DEPTH,
+    EVENT_LOOP_LAG,
+    EVENT_LOOP_BLOCKED,
 )
 
 
@@ -146,20 +230,51 @@ class Metrics:
         self.component_names = _BoundedValues(MAX_COMPONENT_LABEL_VALUES)
         self.component_types = _BoundedValues(MAX_COMPONENT_LABEL_VALUES)
         self.pipeline_run_duration = self._histogram(PIPELINE_RUN_DURATION)
-        self.pipeline_runs = Counter(
-            PIPELINE_RUNS.name, PIPELINE_RUNS.help, PIPELINE_RUNS.labels, registry=registry
-        )
+        self.pipeline_runs = self._counter(PIPELINE_RUNS)
         self.pipeline_runs_in_flight = self._gauge(PIPELINE_RUNS_IN_FLIGHT)
         self.component_duration = self._histogram(COMPONENT_DURATION)
+        self.component_run_time = self._histogram(COMPONENT_RUN_TIME)
+        self.component_queue_wait = self._histogram(COMPONENT_QUEUE_WAIT)
+        self.component_loop_held = self._histogram(COMPONENT_LOOP_HELD)
+        self.component_schedule_wait = self._histogram(COMPONENT_SCHEDULE_WAIT)
         self.components_in_flight = self._gauge(COMPONENTS_IN_FLIGHT)
+        self.event_loop_lag = self._histogram(EVENT_LOOP_LAG, LAG_BUCKETS)
+        self.event_loop_blocked = self._counter(EVENT_LOOP_BLOCKED)
+        registry.register(_ExecutorCollector())
 
-    def _histogram(self, spec: MetricSpec) -> Histogram:
+    def _histogram(self, spec: MetricSpec, buckets: Sequence[float] | None = None) -> Histogram:
         return Histogram(
-            spec.name, spec.help, spec.labels, unit=spec.unit, registry=self.registry, buckets=self.duration_buckets
+            spec.name,
+            spec.help,
+            spec.labels,
+            unit=spec.unit,
+            registry=self.registry,
+            buckets=buckets or self.duration_buckets,
         )
+
+    def _counter(self, spec: MetricSpec) -> Counter:
+        return Counter(spec.name, spec.help, spec.labels, unit=spec.unit, registry=self.registry)
 
     def _gauge(self, spec: MetricSpec) -> Gauge:
         return Gauge(spec.name, spec.help, spec.labels, registry=self.registry)
+
+
+class _ExecutorCollector(Collector):
+    """The executor gauges, read from the executors' own counts at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        states = live_states()
+        for spec, read in (
+            (EXECUTOR_WORKERS_BUSY, lambda state: state.busy),
+            (EXECUTOR_WORKERS_MAX, lambda state: state.max_workers),
+            (EXECUTOR_QUEUE_DEPTH, lambda state: state.queued),
+        ):
+            family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+            for state in states:
+                value = read(state)
+                if value is not None:
+                    family.add_metric([state.name], value)
+            yield family
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
+from concurrent.futures import Executor
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from haystack import Pipeline, tracing
-from haystack.core.pipeline.breakpoint import Breakpoint
+from haystack.core.pipeline.breakpoint import SnapshotCallback
+from haystack.dataclasses.breakpoints import Breakpoint, PipelineSnapshot
 from haystack.core.serialization_security import mark_deserialization_internal
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,7 +27,9 @@ from hayscope import semconv
 from hayscope._version import __version__
 from hayscope.haystack_bridge import ensure_bridge
 from hayscope.metrics import register_metrics
-from hayscope.recording import ComponentExecution, PipelineTelemetry, current_run
+from hayscope.executor import ExecutorState, executor_state
+from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution, PipelineTelemetry, current_run
+from hayscope.timing import LoopHeldTimer
 
 __all__ = ["TracedAsyncPipeline"]
 
@@ -55,6 +60,9 @@ class TracedAsyncPipeline(Pipeline):
     :param name: this pipeline's label in spans and metrics (the `pipeline` label); keep it bounded.
     :param tracer_provider: where spans go; default: OpenTelemetry's global provider.
     :param registry: where metrics go; default: prometheus_client's global `REGISTRY`.
+    :param executor: where sync components run on the async paths; default: a pool shared by all
+        pipelines, sized like asyncio's default executor (the one haystack uses).
+    :param max_workers: instead of `executor`, a pool of this many threads for this pipeline.
     """
 
     def __init__(
@@ -66,6 +74,8 @@ class TracedAsyncPipeline(Pipeline):
         name: str = DEFAULT_PIPELINE_NAME,
         tracer_provider: trace.TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
+        executor: Executor | None = None,
+        max_workers: int | None = None,
     ) -> None:
         super().__init__(
             metadata=metadata,
@@ -76,6 +86,19 @@ class TracedAsyncPipeline(Pipeline):
         self._tracer_provider: trace.TracerProvider | None = None
         self._registry: CollectorRegistry | None = None
         self._telemetry: PipelineTelemetry | None = None
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                f"executor={executor!r} is not a concurrent.futures.Executor: pass a ThreadPoolExecutor, "
+                "or max_workers=N for a pool of N threads, or neither for the shared default pool."
+            )
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
+            raise ValueError(f"max_workers={max_workers!r} must be a whole number of threads, 1 or more.")
+        if executor is not None and max_workers is not None:
+            raise ValueError("pass executor= or max_workers=, not both: max_workers sizes a pool hayscope makes.")
+        self._executor = executor
+        self._max_workers = max_workers
         self.configure_telemetry(tracer_provider=tracer_provider, registry=registry)
 
     @property
@@ -120,9 +143,21 @@ class TracedAsyncPipeline(Pipeline):
             # Built on first use, not in __init__, so that a provider or registry set up after the
             # pipeline was built (or loaded from YAML) is the one used.
             tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, __version__, tracer_provider=self._tracer_provider)
-            telemetry = self._telemetry = PipelineTelemetry(self._name, tracer, register_metrics(self._registry))
+            telemetry = self._telemetry = PipelineTelemetry(
+                self._name, tracer, register_metrics(self._registry), self._make_executor_state
+            )
         ensure_bridge()
         return telemetry
+
+    def _make_executor_state(self) -> ExecutorState:
+        return executor_state(self._executor, self._max_workers, name=self._name)
+
+    def _schedule_component(self, *, component_name: str, **kwargs: Any) -> None:
+        # The moment haystack decides to run a component: the start of its schedule wait.
+        run = current_run()
+        if run is not None:
+            run.scheduled_now(component_name)
+        super()._schedule_component(component_name=component_name, **kwargs)
 
     def _run_attributes(self, execution_mode: str) -> dict[str, Any]:
         return {
@@ -132,14 +167,26 @@ class TracedAsyncPipeline(Pipeline):
         }
 
     @mark_deserialization_internal
-    def run(  # type: ignore[override]
-        self, data: dict[str, Any], include_outputs_from: set[str] | None = None, **kwargs: Any
+    def run(
+        self,
+        data: dict[str, Any],
+        include_outputs_from: set[str] | None = None,
+        *,
+        break_point: Breakpoint | None = None,
+        pipeline_snapshot: PipelineSnapshot | None = None,
+        snapshot_callback: SnapshotCallback | None = None,
     ) -> dict[str, Any]:
         """Runs the pipeline synchronously, exactly as `haystack.Pipeline.run`, inside a pipeline span."""
         run = self._get_telemetry().start_run(self._run_attributes("sync"))
         token = otel_context.attach(run.context)
         try:
-            result = super().run(data, include_outputs_from, **kwargs)
+            result = super().run(
+                data,
+                include_outputs_from,
+                break_point=break_point,
+                pipeline_snapshot=pipeline_snapshot,
+                snapshot_callback=snapshot_callback,
+            )
         except BaseException as error:
             run.finish(error)
             raise
@@ -200,7 +247,8 @@ class TracedAsyncPipeline(Pipeline):
     ) -> Mapping[str, Any]:
         run = current_run()
         instance = component["instance"]
-        if run is None:  # called outside a traced run
+        if run is None or _breaks_here(break_point, component_name, component_visits):
+            # Outside a traced run, or haystack is about to stop at a breakpoint: no execution to record.
             return await Pipeline._run_component_async(
                 component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
             )
@@ -208,8 +256,11 @@ class TracedAsyncPipeline(Pipeline):
             execution = run.start_component(component_name, instance, semconv.MODE_ASYNC)
             token = otel_context.attach(execution.context)
             try:
-                outputs = await Pipeline._run_component_async(
-                    component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
+                outputs = await LoopHeldTimer(
+                    Pipeline._run_component_async(
+                        component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
+                    ),
+                    execution,
                 )
             except BaseException as error:
                 execution.finish(None, error)
@@ -225,18 +276,25 @@ class TracedAsyncPipeline(Pipeline):
         # thread-offloading path counts it too.
         worker_visits = {component_name: component_visits[component_name]}
         worker_context = _context_with(execution.context)
+        state = run.telemetry.executor
+        started: list[float] = []
+        submitted, submitted_ns = time.perf_counter(), time.time_ns()
+        future = state.executor.submit(
+            state.track(worker_context.run, started),
+            _run_in_worker,
+            execution,
+            (component_name, component, component_inputs, worker_visits, parent_span),
+            break_point,
+        )
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                None,
-                worker_context.run,
-                _run_in_worker,
-                execution,
-                (component_name, component, component_inputs, worker_visits, parent_span),
-                break_point,
-            )
+            outputs = await asyncio.wrap_future(future)
         except BaseException as error:
+            if future.cancelled():
+                state.forget(started)
+            _record_queue_wait(execution, started, submitted, submitted_ns)
             execution.finish(None, error)
             raise
+        _record_queue_wait(execution, started, submitted, submitted_ns)
         component_visits[component_name] = worker_visits[component_name]
         execution.finish(component_visits[component_name])
         return outputs
@@ -252,7 +310,8 @@ class TracedAsyncPipeline(Pipeline):
         break_point: Breakpoint | None = None,
     ) -> Mapping[str, Any]:
         run = current_run()
-        if run is None:  # called outside a traced run
+        if run is None or _breaks_here(break_point, component_name, component_visits):
+            # Outside a traced run, or haystack is about to stop at a breakpoint: no execution to record.
             return Pipeline._run_component(
                 component_name, component, inputs, component_visits, parent_span, break_point=break_point
             )
@@ -272,6 +331,15 @@ class TracedAsyncPipeline(Pipeline):
         return outputs
 
 
+def _breaks_here(break_point: Breakpoint | None, component_name: str, component_visits: dict[str, int]) -> bool:
+    """haystack's own test for a breakpoint that stops the run before this component executes."""
+    return (
+        isinstance(break_point, Breakpoint)
+        and break_point.component_name == component_name
+        and break_point.visit_count == component_visits[component_name]
+    )
+
+
 def _context_with(otel_ctx: otel_context.Context) -> contextvars.Context:
     """A copy of the current contextvars with `otel_ctx` current in it, for a worker thread."""
     token = otel_context.attach(otel_ctx)
@@ -285,4 +353,16 @@ def _run_in_worker(
     execution: ComponentExecution, args: tuple[Any, ...], break_point: Breakpoint | None
 ) -> Mapping[str, Any]:
     execution.thread = threading.current_thread()
-    return Pipeline._run_component(*args, break_point=break_point)
+    started = time.perf_counter()
+    try:
+        return Pipeline._run_component(*args, break_point=break_point)
+    finally:
+        execution.run_time = time.perf_counter() - started
+
+
+def _record_queue_wait(execution: ComponentExecution, started: list[float], submitted: float, submitted_ns: int) -> None:
+    if not started:  # cancelled before a worker took it: it waited all along
+        return
+    execution.queue_wait = wait = started[0] - submitted
+    if wait > WAIT_SPAN_THRESHOLD:
+        execution.wait_span(semconv.QUEUE_WAIT_SPAN, submitted_ns, submitted_ns + int(wait * 1e9))

@@ -11,18 +11,25 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
+from prometheus_client import Histogram
 
 from hayscope import semconv
+from hayscope.executor import ExecutorState
 from hayscope.metrics import Metrics
 
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
+# A wait longer than this gets a child span of its own, to be seen in a waterfall.
+WAIT_SPAN_THRESHOLD = 0.005
+
+_loop_logger = structlog.get_logger("hayscope.loop")
 EXECUTION_KEY = otel_context.create_key("hayscope.component_execution")
 
 
@@ -64,14 +71,25 @@ def _end_span(span: Span, status: str, error: BaseException | None) -> None:
 class PipelineTelemetry:
     """Everything one `TracedAsyncPipeline` records with; built on its first run."""
 
-    def __init__(self, name: str, tracer: trace.Tracer, metrics: Metrics) -> None:
+    def __init__(
+        self, name: str, tracer: trace.Tracer, metrics: Metrics, executor: Callable[[], ExecutorState]
+    ) -> None:
         self.name = name
+        self._executor_factory = executor
+        self._executor: ExecutorState | None = None
         self.tracer = tracer
         self.metrics = metrics
         self.label = metrics.pipeline_names.admit(name)
         self.span_name = f"{semconv.PIPELINE_SPAN} {name}"
         self._components: dict[tuple[str, type, str], ComponentTelemetry] = {}
         self._in_flight = metrics.pipeline_runs_in_flight.labels(self.label)
+
+    @property
+    def executor(self) -> ExecutorState:
+        """Where this pipeline's sync components run on the async paths; made on first use."""
+        if self._executor is None:
+            self._executor = self._executor_factory()
+        return self._executor
 
     def start_run(self, attributes: Mapping[str, AttributeValue]) -> PipelineRun:
         parent = otel_context.get_current()
@@ -99,10 +117,10 @@ class PipelineTelemetry:
 class ComponentTelemetry:
     """Per component and mode: the span name, static attributes and cached metric children."""
 
-    __slots__ = ("_durations", "_labels", "attributes", "in_flight", "span_name", "tracer")
+    __slots__ = ("_children", "_labels", "attributes", "blocked", "in_flight", "metrics", "span_name", "tracer")
 
     def __init__(self, pipeline: PipelineTelemetry, name: str, component_type: type, mode: str) -> None:
-        metrics = pipeline.metrics
+        metrics = self.metrics = pipeline.metrics
         component_label = metrics.component_names.admit(name)
         type_label = metrics.component_types.admit(component_type.__name__)
         self.tracer = pipeline.tracer
@@ -114,20 +132,23 @@ class ComponentTelemetry:
             semconv.PIPELINE_NAME: pipeline.name,
         }
         self.in_flight = metrics.components_in_flight.labels(pipeline.label, component_label, mode)
+        self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
-        self._durations = {
-            status: metrics.component_duration.labels(*self._labels, status)
-            for status in (semconv.STATUS_OK, semconv.STATUS_ERROR, semconv.STATUS_CANCELLED)
-        }
+        self._children: dict[tuple[Histogram, str], Histogram] = {}
+        for status in (semconv.STATUS_OK, semconv.STATUS_ERROR, semconv.STATUS_CANCELLED):
+            self.histogram(metrics.component_duration, status)  # error and cancelled exist at zero from the start
 
-    def observe(self, elapsed: float, status: str, span: Span) -> None:
-        self._durations[status].observe(elapsed, _exemplar(span))
+    def histogram(self, metric: Histogram, status: str) -> Histogram:
+        child = self._children.get((metric, status))
+        if child is None:
+            child = self._children[(metric, status)] = metric.labels(*self._labels, status)
+        return child
 
 
 class PipelineRun:
     """One run of a pipeline: its span, its context, and how it ends."""
 
-    __slots__ = ("_started", "context", "haystack_span_claimed", "span", "telemetry")
+    __slots__ = ("_started", "context", "haystack_span_claimed", "scheduled", "span", "telemetry")
 
     def __init__(self, telemetry: PipelineTelemetry, span: Span, parent: otel_context.Context) -> None:
         self.telemetry = telemetry
@@ -135,39 +156,132 @@ class PipelineRun:
         self.context = otel_context.set_value(RUN_KEY, self, trace.set_span_in_context(span, parent))
         # Set once haystack's own tracer has asked for this run's pipeline span (see haystack_bridge).
         self.haystack_span_claimed = False
+        # component name -> (perf_counter, time_ns) when haystack scheduled it; popped when it starts
+        self.scheduled: dict[str, tuple[float, int]] = {}
         self._started = time.perf_counter()
 
     def start_component(self, name: str, instance: Any, mode: str) -> ComponentExecution:
+        """Open the execution's span; it starts when the pipeline scheduled the component, if it did."""
         component = self.telemetry.component(name, type(instance), mode)
-        span = component.tracer.start_span(component.span_name, context=self.context, attributes=component.attributes)
+        now = time.perf_counter()
+        scheduled = self.scheduled.pop(name, None)
+        start_ns = schedule_wait = None
+        if scheduled is not None:
+            scheduled_at, start_ns = scheduled
+            schedule_wait = now - scheduled_at
+        span = component.tracer.start_span(
+            component.span_name, context=self.context, attributes=component.attributes, start_time=start_ns
+        )
         component.in_flight.inc()
-        return ComponentExecution(component, span, self.context)
+        execution = ComponentExecution(component, span, self.context, scheduled[0] if scheduled else now, schedule_wait)
+        if start_ns is not None and schedule_wait is not None and schedule_wait > WAIT_SPAN_THRESHOLD:
+            execution.wait_span(semconv.SCHEDULE_WAIT_SPAN, start_ns, start_ns + int(schedule_wait * 1e9))
+        return execution
+
+    def scheduled_now(self, name: str) -> None:
+        """The pipeline has just decided to run `name` (haystack's _schedule_component)."""
+        self.scheduled[name] = (time.perf_counter(), time.time_ns())
 
     def finish(self, error: BaseException | None = None) -> None:
         self.telemetry.end_run(self.span, self._started, error)
 
 
 class ComponentExecution:
-    """One execution of one component: its span (current while it runs) and its duration."""
+    """One execution of one component: its span (current while it runs) and where its time went.
 
-    __slots__ = ("_component", "_started", "context", "haystack_span_claimed", "span", "thread")
+    The pipeline fills in what its mode lets it measure (all in seconds): `schedule_wait` (async
+    paths), `queue_wait` and `run_time` (thread mode), `loop_held` (async mode).
+    """
 
-    def __init__(self, component: ComponentTelemetry, span: Span, run_context: otel_context.Context) -> None:
+    __slots__ = (
+        "_component",
+        "_started",
+        "context",
+        "haystack_span_claimed",
+        "loop_held",
+        "queue_wait",
+        "run_time",
+        "schedule_wait",
+        "span",
+        "stall_frames",
+        "thread",
+    )
+
+    def __init__(
+        self,
+        component: ComponentTelemetry,
+        span: Span,
+        run_context: otel_context.Context,
+        started: float,
+        schedule_wait: float | None,
+    ) -> None:
         self._component = component
         self.span = span
         self.context = otel_context.set_value(EXECUTION_KEY, self, trace.set_span_in_context(span, run_context))
         self.haystack_span_claimed = False
         self.thread: threading.Thread | None = None
-        self._started = time.perf_counter()
+        self._started = started
+        self.schedule_wait = schedule_wait
+        self.queue_wait: float | None = None
+        self.run_time: float | None = None
+        self.loop_held = 0.0
+        self.stall_frames: list[str] | None = None  # set by the loop watchdog when it caught this execution
+
+    def exemplar(self) -> dict[str, str] | None:
+        return _exemplar(self.span)
+
+    def wait_span(self, name: str, start_ns: int, end_ns: int) -> None:
+        """A child span covering a wait, so that it shows as a named bar in a waterfall."""
+        if self.span.is_recording():
+            self._component.tracer.start_span(name, context=self.context, start_time=start_ns).end(end_time=end_ns)
+
+    def blocked_loop(self, seconds: float) -> None:
+        """This execution's code held the event loop for `seconds` in one step (called on the loop)."""
+        self._component.blocked.inc(seconds)
+        frames = self.stall_frames or []
+        self.stall_frames = None
+        if self.span.is_recording():
+            self.span.add_event(
+                semconv.EVENT_LOOP_BLOCKED_EVENT,
+                {semconv.EVENT_LOOP_BLOCKED_SECONDS: seconds, semconv.EVENT_LOOP_BLOCKED_FRAMES: frames},
+            )
+        attributes = self._component.attributes
+        _loop_logger.warning(
+            "event loop blocked",
+            pipeline=attributes[semconv.PIPELINE_NAME],
+            component=attributes[semconv.COMPONENT_NAME],
+            blocked_seconds=round(seconds, 6),
+            frames=frames,
+        )
 
     def finish(self, visits: int | None, error: BaseException | None = None) -> None:
         elapsed = time.perf_counter() - self._started
         status = status_of(error)
         component = self._component
+        metrics = component.metrics
         component.in_flight.dec()
-        component.observe(elapsed, status, self.span)
+        exemplar = _exemplar(self.span)
+        component.histogram(metrics.component_duration, status).observe(elapsed, exemplar)
+        mode = component.attributes[semconv.COMPONENT_EXECUTION_MODE]
+        run_time = self.run_time
+        if run_time is None:
+            run_time = elapsed - (self.schedule_wait or 0.0)
+        component.histogram(metrics.component_run_time, status).observe(run_time, exemplar)
+        if self.schedule_wait is not None:
+            component.histogram(metrics.component_schedule_wait, status).observe(self.schedule_wait, exemplar)
+        if self.queue_wait is not None:
+            component.histogram(metrics.component_queue_wait, status).observe(self.queue_wait, exemplar)
+        if mode == semconv.MODE_ASYNC:
+            component.histogram(metrics.component_loop_held, status).observe(self.loop_held, exemplar)
         span = self.span
         if span.is_recording():
+            span.set_attribute(semconv.RUN_TIME, run_time)
+            if self.schedule_wait is not None:
+                span.set_attribute(semconv.SCHEDULE_WAIT, self.schedule_wait)
+            if self.queue_wait is not None:
+                span.set_attribute(semconv.QUEUE_WAIT, self.queue_wait)
+            if mode == semconv.MODE_ASYNC:
+                span.set_attribute(semconv.LOOP_HELD, self.loop_held)
             if visits is not None:
                 span.set_attribute(semconv.COMPONENT_VISITS, visits)
             if self.thread is not None:

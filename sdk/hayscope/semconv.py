@@ -22,6 +22,19 @@ COMPONENT_VISITS: Final = "haystack.component.visits"
 # async (awaited run_async) | thread (sync run offloaded to a worker) | sync (the sync run() path)
 COMPONENT_EXECUTION_MODE: Final = "haystack.component.execution_mode"
 
+# Where the time of one execution went, in seconds (see timing.py and the metric catalogue).
+RUN_TIME: Final = "hayscope.component.run_time"
+QUEUE_WAIT: Final = "hayscope.component.queue_wait"
+LOOP_HELD: Final = "hayscope.component.loop_held"
+SCHEDULE_WAIT: Final = "hayscope.component.schedule_wait"
+# Child spans that make a long wait a named bar in a waterfall.
+SCHEDULE_WAIT_SPAN: Final = "waiting for the concurrency limit"
+QUEUE_WAIT_SPAN: Final = "queued for a worker thread"
+# The span event a component's execution gets when its code blocked the event loop.
+EVENT_LOOP_BLOCKED_EVENT: Final = "event_loop.blocked"
+EVENT_LOOP_BLOCKED_SECONDS: Final = "event_loop.blocked.seconds"
+EVENT_LOOP_BLOCKED_FRAMES: Final = "event_loop.blocked.frames"
+
 # ok | error | cancelled: the same value as the `status` metric label.
 STATUS: Final = "hayscope.status"
 

@@ -1,0 +1,151 @@
+"""`LoopLagMonitor`: how late the event loop runs, and whose code held it when it stalled.
+
+A heartbeat callback on the loop asks to run every `interval` seconds and records how late it ran
+into `asyncio_event_loop_lag_seconds`. A watchdog thread notices a heartbeat overdue by more than
+`threshold`, and samples the loop thread's stack once per stall. The stall is then attributed:
+- to the component whose step held the loop (timing.LoopHeldTimer times every step, so the blocked
+  seconds are exact): `hayscope_event_loop_blocked_seconds_total{pipeline,component}`, a span event
+  `event_loop.blocked` with the sampled frames, one structlog warning;
+- otherwise to `(none)`, with the frames the watchdog saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import traceback
+from types import FrameType, TracebackType
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from hayscope.metrics import NO_COMPONENT, register_metrics
+from hayscope.timing import RUNNING_ON_THREAD, BlockingSettings
+
+__all__ = ["LoopLagMonitor", "stack_summary"]
+
+DEFAULT_INTERVAL = 0.1
+DEFAULT_THRESHOLD = 0.1
+MAX_FRAMES = 8
+
+logger = structlog.get_logger("hayscope.loop")
+
+
+def stack_summary(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[str]:
+    """The innermost `limit` frames as 'file:line function', innermost first."""
+    if frame is None:
+        return []
+    frames = traceback.extract_stack(frame, limit=limit)
+    return [f"{f.filename}:{f.lineno} {f.name}" for f in reversed(frames)]
+
+
+def _check(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.001 <= value <= 60:
+        raise ValueError(f"{name}={value!r} is out of range: give seconds from 0.001 to 60, e.g. {name}=0.1.")
+    return float(value)
+
+
+class LoopLagMonitor:
+    """Measures event-loop lag with a heartbeat and names what blocked the loop.
+
+    Start it on a running loop with `start()` (and `stop()`), or `async with LoopLagMonitor():`.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        threshold: float = DEFAULT_THRESHOLD,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.interval = _check("interval", interval)
+        self.threshold = _check("threshold", threshold)
+        self._metrics = register_metrics(registry)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._watchdog: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._expected = 0.0  # loop.time() at which the next heartbeat should run
+        self._stall_frames: list[str] | None = None  # sampled during the current stall, if any
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start on `loop` (default: the running loop); call it from the loop's thread."""
+        if self._loop is not None:
+            raise RuntimeError("this LoopLagMonitor is already running: stop() it first, or use another one")
+        self._loop = loop or asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        BlockingSettings.threshold = self.threshold
+        self._stopping.clear()
+        self._schedule(self._loop.time())
+        self._watchdog = threading.Thread(target=self._watch, name="hayscope-loop-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        """Stop the heartbeat and the watchdog; safe to call twice."""
+        if self._loop is None:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._stopping.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join()
+        self._loop = self._handle = self._watchdog = None
+
+    async def __aenter__(self) -> LoopLagMonitor:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _schedule(self, now: float) -> None:
+        assert self._loop is not None
+        self._expected = now + self.interval
+        self._handle = self._loop.call_at(self._expected, self._beat)
+
+    def _beat(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        lag = max(0.0, now - self._expected)
+        blocker = None
+        if lag > self.threshold:
+            # A component step that ended inside this late window was what held the loop.
+            if BlockingSettings.last_block_end >= self._expected:
+                blocker = BlockingSettings.last_block_execution
+            else:
+                self._blocked_by_nobody(lag)
+        self._metrics.event_loop_lag.observe(lag, blocker.exemplar() if blocker is not None else None)
+        self._stall_frames = None
+        self._schedule(now)
+
+    def _blocked_by_nobody(self, seconds: float) -> None:
+        self._metrics.event_loop_blocked.labels(NO_COMPONENT, NO_COMPONENT).inc(seconds)
+        logger.warning(
+            "event loop blocked",
+            pipeline=NO_COMPONENT,
+            component=NO_COMPONENT,
+            blocked_seconds=round(seconds, 6),
+            frames=self._stall_frames or [],
+        )
+
+    def _watch(self) -> None:
+        check_every = self.threshold / 2
+        while not self._stopping.wait(check_every):
+            if self._stall_frames is not None or time.monotonic() - self._expected <= self.threshold:
+                continue
+            frames = stack_summary(sys._current_frames().get(self._loop_thread))
+            execution = RUNNING_ON_THREAD.get(self._loop_thread)
+            if execution is not None:
+                execution.stall_frames = frames
+            self._stall_frames = frames

@@ -1,0 +1,77 @@
+"""Where the time of one component execution went: how long its code held the event loop.
+
+`LoopHeldTimer` drives a component's coroutine step by step, the way a task would, and times each
+step: a step is time the component's code kept the loop to itself. While a step runs, the loop
+thread's entry in `RUNNING_ON_THREAD` names the execution, so the loop watchdog (loop.py) can tell
+whose code it caught holding the loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hayscope.recording import ComponentExecution
+
+# thread id -> the component execution whose code runs on that thread right now (loop threads only)
+RUNNING_ON_THREAD: dict[int, ComponentExecution] = {}
+
+
+class BlockingSettings:
+    """Process-wide: from how long a step counts as blocking the loop (set by LoopLagMonitor)."""
+
+    threshold: float = 0.1
+    # time.monotonic() at which the last blocking component step ended, and that execution
+    last_block_end: float = 0.0
+    last_block_execution: ComponentExecution | None = None
+
+
+class LoopHeldTimer:
+    """Awaitable wrapper that adds each step of `coroutine` to `execution.loop_held`."""
+
+    __slots__ = ("_coroutine", "_execution")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], execution: ComponentExecution) -> None:
+        self._coroutine = coroutine
+        self._execution = execution
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, execution = self._coroutine, self._execution
+        thread = threading.get_ident()
+        send_value: Any = None
+        error: BaseException | None = None
+        while True:
+            outer = RUNNING_ON_THREAD.get(thread)
+            RUNNING_ON_THREAD[thread] = execution
+            started = time.perf_counter()
+            try:
+                yielded = coroutine.send(send_value) if error is None else coroutine.throw(error)
+            except StopIteration as stop:
+                _step_done(execution, time.perf_counter() - started, thread, outer)
+                return stop.value
+            except BaseException:
+                _step_done(execution, time.perf_counter() - started, thread, outer)
+                raise
+            _step_done(execution, time.perf_counter() - started, thread, outer)
+            try:
+                send_value, error = (yield yielded), None
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as thrown:  # cancellation and anything else thrown into the task
+                send_value, error = None, thrown
+
+
+def _step_done(execution: ComponentExecution, elapsed: float, thread: int, outer: ComponentExecution | None) -> None:
+    if outer is None:
+        del RUNNING_ON_THREAD[thread]
+    else:
+        RUNNING_ON_THREAD[thread] = outer
+    execution.loop_held += elapsed
+    if elapsed > BlockingSettings.threshold:
+        BlockingSettings.last_block_end = time.monotonic()
+        BlockingSettings.last_block_execution = execution
+        execution.blocked_loop(elapsed)
