@@ -18,7 +18,10 @@ def test_demo_prints_a_waterfall_and_the_metrics(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics\s+runs: 6\s+concurrency: 3", out)
     waterfall = out.split("slowest run (offset, duration, span, mode):\n")[1].split("\n\n")[0].splitlines()
-    assert [re.sub(r"^\s*[\d.]+ ms\s+[\d.]+ ms  ", "", line) for line in waterfall] == [
+    names = [re.sub(r"^\s*[\d.]+ ms\s+[\d.]+ ms  ", "", line) for line in waterfall]
+    # Long waits show as child spans of their component; the demo may or may not have had one.
+    waits = ("    waiting for the concurrency limit", "    queued for a worker thread")
+    assert [name for name in names if name not in waits] == [
         "haystack.pipeline.run wonders",
         "  haystack.component.run retriever async",
         "  haystack.component.run prompt_builder thread",

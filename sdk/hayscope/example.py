@@ -99,12 +99,17 @@ def waterfall(spans: tuple[ReadableSpan, ...]) -> list[str]:
     members = sorted(
         (s for s in spans if s.context.trace_id == slowest.context.trace_id), key=lambda s: s.start_time or 0
     )
+    parents = {s.context.span_id: s.parent.span_id if s.parent else None for s in members}
+
+    def depth(span_id: int | None) -> int:
+        return 0 if parents.get(span_id) is None else 1 + depth(parents[span_id])
+
     lines = []
     for span in members:
         offset = ((span.start_time or 0) - start) / 1e6
         duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
         mode = span.attributes.get("haystack.component.execution_mode", "") if span.attributes else ""
-        indent = "" if span is slowest else "  "
+        indent = "  " * depth(span.context.span_id)
         lines.append(f"{offset:8.1f} ms {duration:8.1f} ms  {indent}{span.name} {mode}".rstrip())
     return lines
 
