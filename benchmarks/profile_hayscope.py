@@ -1,305 +1,332 @@
-"""Where hayscope's per-component time goes: micro timings of each step, and in-pipeline ablations.
+"""Where hayscope's per-component time goes, for benchmarks/README.md.
 
-    python benchmarks/profile_hayscope.py [--rounds N] [--runs K] [--cprofile]
+    python benchmarks/profile_hayscope.py [--rounds N] [--runs K]
+    PYTHONPATH=/path/to/a/checkout/sdk python benchmarks/profile_hayscope.py   # a given commit of hayscope
 
-1. Micro: each step `TracedAsyncPipeline._run_component_async` takes for one async component
-   (recording.py / pipeline.py), timed alone in a loop: best and median of 5 repeats, in µs.
-2. Ablation: the 8-async chain run by `bare` haystack and by hayscope with parts of its recording
-   switched off *on the pipeline's own telemetry objects* (nothing in sdk/ is edited), interleaved in
-   rounds; overhead per component vs bare (median and min over rounds). The difference between two
-   rows is what the switched-off part costs inside a real run.
-3. --cprofile: cProfile of hayscope on the same chain, hayscope/opentelemetry/prometheus functions.
+Three views of the 8-async chain (no real work, so every µs beyond bare haystack is hayscope's):
+
+1. Calls per component execution: cProfile's call counts of the primitives hayscope's hot path uses
+   (OpenTelemetry SDK spans, prometheus_client samples, contexts, LoopHeldTimer steps).
+2. Micro cost of each primitive, timed alone in a loop (cache-hot: a lower bound of its cost in a run).
+3. In-pipeline ablations, interleaved in rounds with `bare`: hayscope with one part switched off,
+   through public arguments (a no-op tracer provider) or by patching a function *only while that
+   variant's block runs* (nothing in sdk/ is edited). The difference between two rows is what the
+   switched-off part costs inside a real run. A patch whose target no longer exists is reported as
+   skipped, so the script survives changes to hayscope's internals.
 """
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
-import io
-import pstats
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from haystack import Pipeline
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_overhead as bench  # noqa: E402
-from hayscope import semconv  # noqa: E402
-from hayscope.pipeline import TracedAsyncPipeline, _context_with, _runs_async  # noqa: E402
-from hayscope.recording import (  # noqa: E402
-    ComponentExecution,
-    ComponentTelemetry,
-    PipelineRun,
-    PipelineTelemetry,
-    _exemplar,
-    current_run,
-)
+import hayscope.pipeline as hayscope_pipeline  # noqa: E402
+import hayscope.recording as hayscope_recording  # noqa: E402
+from hayscope import TracedAsyncPipeline  # noqa: E402
+
+WORKLOAD = bench.CHAIN_ASYNC
 
 # --------------------------------------------------------------------------------------------------
-# 1. Micro timings
+# 1. Calls per component execution
 
 
-def micro(label: str, fn: Callable[[], Any], n: int = 20_000) -> tuple[str, float, float]:
-    timings = []
+@dataclass(frozen=True)
+class Primitive:
+    label: str
+    path_part: str  # part of the function's file name ("~" for built-ins)
+    functions: tuple[str, ...]
+
+
+PRIMITIVES = (
+    Primitive("SDK Tracer.start_span", "opentelemetry/sdk/trace/__init__.py", ("start_span",)),
+    Primitive("SDK Span.end (+ BatchSpanProcessor.on_end)", "opentelemetry/sdk/trace/__init__.py", ("end",)),
+    Primitive("SDK Span.set_attribute", "opentelemetry/sdk/trace/__init__.py", ("set_attribute",)),
+    Primitive("prometheus Histogram.observe", "prometheus_client/metrics.py", ("observe",)),
+    Primitive("prometheus exemplar validation", "prometheus_client/validation.py", ("_validate_exemplar",)),
+    Primitive("prometheus Gauge/Counter inc+dec", "prometheus_client/metrics.py", ("inc", "dec")),
+    Primitive("hayscope _exemplar (hex ids)", "hayscope/recording.py", ("_exemplar",)),
+    Primitive("otel context set_value (Context copy)", "opentelemetry/context/__init__.py", ("set_value",)),
+    Primitive("otel context attach+detach", "opentelemetry/context/__init__.py", ("attach", "detach")),
+    Primitive("LoopHeldTimer steps", "hayscope/timing.py", ("_step_done",)),
+    Primitive("time.perf_counter / time_ns", "~", ("<built-in method time.perf_counter>",
+                                                   "<built-in method time.time_ns>")),  # fmt: skip
+)
+
+
+async def calls_per_execution(runs: int) -> dict[str, float]:
+    variant = bench.Variant("hayscope", hayscope=True)
+    pipeline = variant.build(WORKLOAD)
+    await bench.run_sequential(pipeline, WORKLOAD, 50)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await bench.run_sequential(pipeline, WORKLOAD, runs)
+    profiler.disable()
+    variant.shutdown()
+    profiler.create_stats()
+    executions = runs * WORKLOAD.components
+    counts = {}
+    for primitive in PRIMITIVES:
+        calls = sum(
+            stats[1]
+            for (path, _line, function), stats in profiler.stats.items()  # type: ignore[attr-defined]
+            if primitive.path_part in path and function in primitive.functions
+        )
+        counts[primitive.label] = calls / executions
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Micro cost of each primitive
+
+
+def micro(fn: Callable[[], Any], n: int = 10_000) -> float:
+    """Best of 5 loops, µs per call."""
+    best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(n):
             fn()
-        timings.append((time.perf_counter() - start) / n * 1e6)
-    return label, min(timings), statistics.median(timings)
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    return best
 
 
-def micro_steps(variant: bench.Variant) -> list[tuple[str, float, float]]:
-    pipeline = variant.build(bench.CHAIN_ASYNC)
-    assert isinstance(pipeline, TracedAsyncPipeline)
-    telemetry = pipeline._get_telemetry()
-    instance = bench.AsyncPass()
-    run = telemetry.start_run(pipeline._run_attributes("async"))
-    token = otel_context.attach(run.context)
-    comp = telemetry.component("c0", type(instance), semconv.MODE_ASYNC)
-    span = comp.tracer.start_span(comp.span_name, context=run.context, attributes=comp.attributes)
-    execution = ComponentExecution(comp, span, run.context)
-    histogram = comp._durations[semconv.STATUS_OK]
+class _Execution:
+    loop_held = 0.0
 
-    def start_and_end_span() -> None:
-        comp.tracer.start_span(comp.span_name, context=run.context, attributes=comp.attributes).end()
 
-    def start_and_end_bare_span() -> None:
-        comp.tracer.start_span(comp.span_name, context=run.context).end()
+async def _nothing() -> None:
+    return None
 
-    def whole_component() -> None:
-        e = run.start_component("c0", instance, semconv.MODE_ASYNC)
-        otel_context.detach(otel_context.attach(e.context))
-        e.finish(1)
 
-    try:
-        return [
-            micro("current_run()", current_run),
-            micro("_runs_async(instance)", lambda: _runs_async(instance)),
-            micro("PipelineTelemetry.component() cache hit", lambda: telemetry.component("c0", type(instance), "async")),
-            micro("tracer.start_span(4 attributes) + span.end()", start_and_end_span, 5_000),
-            micro("tracer.start_span(no attributes) + span.end()", start_and_end_bare_span, 5_000),
-            micro("ComponentExecution(): 2 Context copies", lambda: ComponentExecution(comp, span, run.context)),
-            micro("otel_context.attach + detach", lambda: otel_context.detach(otel_context.attach(execution.context))),
-            micro("components_in_flight gauge inc + dec", lambda: (comp.in_flight.inc(), comp.in_flight.dec())),
-            micro("_exemplar(span): trace/span id hex", lambda: _exemplar(span)),
-            micro("histogram.observe(x, exemplar) incl. _exemplar", lambda: comp.observe(0.001, "ok", span)),
-            micro("histogram.observe(x) without exemplar", lambda: histogram.observe(0.001)),
-            micro("span.set_attribute (recording span)", lambda: span.set_attribute(semconv.COMPONENT_VISITS, 1)),
-            micro("_context_with() (thread mode only)", lambda: _context_with(execution.context)),
-            micro("WHOLE start_component + attach/detach + finish", whole_component, 5_000),
-        ]
-    finally:
-        otel_context.detach(token)
-        variant.settle()
-        variant.shutdown()
+async def _await_many(n: int, wrap: Callable[[Any], Any]) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        await wrap(_nothing())
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def micro_costs() -> dict[str, float]:
+    provider_variant = bench.Variant("micro", hayscope=True)
+    assert provider_variant.provider is not None
+    tracer = provider_variant.provider.get_tracer("micro")
+    parent = tracer.start_span("parent")
+    parent_context = trace.set_span_in_context(parent)
+    span = tracer.start_span("child", context=parent_context)
+    attributes = {"a.name": "c0", "a.type": "AsyncPass", "a.mode": "async", "a.pipeline": "p"}
+    registry = CollectorRegistry()
+    histogram = Histogram("h_seconds", "h", ("a",), registry=registry).labels("x")
+    gauge = Gauge("g", "g", ("a",), registry=registry).labels("x")
+    key = otel_context.create_key("micro")
+    context = otel_context.set_value(key, 1, parent_context)
+    ids = span.get_span_context()
+
+    def exemplar() -> dict[str, str]:
+        return {"trace_id": format(ids.trace_id, "032x"), "span_id": format(ids.span_id, "016x")}
+
+    costs = {
+        "SDK Tracer.start_span": micro(lambda: tracer.start_span("c", context=parent_context, attributes=attributes)),
+        "SDK Span.end (+ BatchSpanProcessor.on_end)": micro(
+            lambda: tracer.start_span("c", context=parent_context, attributes=attributes).end()
+        ),
+        "SDK Span.set_attribute": micro(lambda: span.set_attribute("a.visits", 1)),
+        "prometheus Histogram.observe": micro(lambda: histogram.observe(0.001)),
+        "prometheus Histogram.observe with exemplar": micro(lambda: histogram.observe(0.001, exemplar())),
+        "prometheus Gauge/Counter inc+dec": micro(gauge.inc),
+        "hayscope _exemplar (hex ids)": micro(exemplar),
+        "otel context set_value (Context copy)": micro(lambda: otel_context.set_value(key, 2, context)),
+        "otel context attach+detach": micro(lambda: otel_context.detach(otel_context.attach(context))) / 2,
+        "time.perf_counter / time_ns": micro(time.perf_counter),
+    }
+    # Span.end alone = (start + end) - start; the exemplar's cost inside observe is reported apart.
+    costs["SDK Span.end (+ BatchSpanProcessor.on_end)"] -= costs["SDK Tracer.start_span"]
+    costs["prometheus exemplar validation"] = (
+        costs.pop("prometheus Histogram.observe with exemplar") - costs["prometheus Histogram.observe"]
+        - costs["hayscope _exemplar (hex ids)"]
+    )  # fmt: skip
+    timer = getattr(sys.modules.get("hayscope.timing"), "LoopHeldTimer", None)
+    if timer is not None:
+        loop = asyncio.new_event_loop()
+        plain = min(loop.run_until_complete(_await_many(10_000, lambda c: c)) for _ in range(5))
+        timed = min(loop.run_until_complete(_await_many(10_000, lambda c: timer(c, _Execution()))) for _ in range(5))
+        loop.close()
+        costs["LoopHeldTimer steps"] = timed - plain
+    provider_variant.settle()
+    provider_variant.shutdown()
+    return costs
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. Ablations on a running pipeline's telemetry objects
+# 3. Ablations
 
 
-class _Null:
-    """Stands in for a prometheus child or metric: every call is a no-op returning itself."""
+@dataclass(frozen=True)
+class Patch:
+    """`owner.name = value` while a variant's block runs."""
 
-    def __getattr__(self, name: str) -> Any:
-        return self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Null":
-        return self
-
-
-class _NoExemplar(ComponentTelemetry):
-    __slots__ = ()
-
-    def observe(self, elapsed: float, status: str, span: Any) -> None:
-        self._durations[status].observe(elapsed)
+    owner: Any
+    name: str
+    value: Any
 
 
-def _components(pipeline: TracedAsyncPipeline) -> list[ComponentTelemetry]:
-    telemetry = pipeline._get_telemetry()
-    return list(telemetry._components.values())
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
-def no_exemplars(pipeline: TracedAsyncPipeline) -> None:
-    for comp in _components(pipeline):
-        comp.__class__ = _NoExemplar
+def _passthrough_timer(coroutine: Any, execution: Any) -> Any:
+    return coroutine
 
 
-def no_start_attributes(pipeline: TracedAsyncPipeline) -> None:
-    for comp in _components(pipeline):
-        comp.attributes = {}
+def _no_exemplar(span: Any) -> None:
+    return None
 
 
-def no_metrics(pipeline: TracedAsyncPipeline) -> None:
-    telemetry: PipelineTelemetry = pipeline._get_telemetry()
-    telemetry.metrics = _Null()  # type: ignore[assignment]
-    telemetry._in_flight = _Null()
-    for comp in _components(pipeline):
-        comp.in_flight = _Null()
-        comp._durations = {status: _Null() for status in comp._durations}
+NO_EXEMPLARS = (Patch(hayscope_recording, "_exemplar", _no_exemplar),)
+NO_METRICS = (
+    Patch(Histogram, "observe", _noop),
+    Patch(Gauge, "inc", _noop),
+    Patch(Gauge, "dec", _noop),
+    Patch(Counter, "inc", _noop),
+)
+NO_LOOP_HELD_TIMER = (Patch(hayscope_pipeline, "LoopHeldTimer", _passthrough_timer),)
+NO_SCHEDULE_HOOK = (Patch(TracedAsyncPipeline, "_schedule_component", Pipeline._schedule_component),)
 
 
-def no_spans(pipeline: TracedAsyncPipeline) -> None:
-    telemetry = pipeline._get_telemetry()
-    telemetry.tracer = trace.NoOpTracer()
-    for comp in _components(pipeline):
-        comp.tracer = telemetry.tracer
+@contextlib.contextmanager
+def patched(patches: tuple[Patch, ...]) -> Iterator[None]:
+    saved = [(patch, patch.owner.__dict__[patch.name]) for patch in patches]
+    for patch in patches:
+        setattr(patch.owner, patch.name, patch.value)
+    try:
+        yield
+    finally:
+        for patch, original in saved:
+            setattr(patch.owner, patch.name, original)
 
 
-# A prototype of one fix, not in sdk/: `PipelineRun.context` and `ComponentExecution.context` hold
-# the run/execution itself (under RUN_KEY/EXECUTION_KEY), a reference cycle that makes every run's
-# spans, contexts and executions garbage only the cyclic GC can free. Dropping `.context` once the
-# run/execution has finished breaks the cycle, so reference counting frees them at once.
-
-
-class _CycleFreeExecution(ComponentExecution):
-    __slots__ = ()
-
-    def finish(self, visits: int | None, error: BaseException | None = None) -> None:
-        super().finish(visits, error)
-        self.context = None  # type: ignore[assignment]
-
-
-class _CycleFreeRun(PipelineRun):
-    __slots__ = ()
-
-    def start_component(self, name: str, instance: Any, mode: str) -> ComponentExecution:
-        component = self.telemetry.component(name, type(instance), mode)
-        span = component.tracer.start_span(component.span_name, context=self.context, attributes=component.attributes)
-        component.in_flight.inc()
-        return _CycleFreeExecution(component, span, self.context)
-
-    def finish(self, error: BaseException | None = None) -> None:
-        super().finish(error)
-        self.context = None  # type: ignore[assignment]
-
-
-class _CycleFreeTelemetry(PipelineTelemetry):
-    def start_run(self, attributes: Any) -> PipelineRun:
-        parent = otel_context.get_current()
-        span = self.tracer.start_span(self.span_name, context=parent, attributes=attributes)
-        self._in_flight.inc()
-        return _CycleFreeRun(self, span, parent)
-
-
-def cycle_free(pipeline: TracedAsyncPipeline) -> None:
-    pipeline._get_telemetry().__class__ = _CycleFreeTelemetry
-
-
-def no_spans_no_metrics(pipeline: TracedAsyncPipeline) -> None:
-    no_spans(pipeline)
-    no_metrics(pipeline)
+def _patchable(patches: tuple[Patch, ...]) -> bool:
+    return all(patch.name in vars(patch.owner) for patch in patches)
 
 
 @dataclass
 class Ablation:
     name: str
     variant: bench.Variant
-    apply: Callable[[TracedAsyncPipeline], None] | None = None
+    patches: tuple[Patch, ...] = ()
+    no_spans: bool = False  # TracedAsyncPipeline(tracer_provider=NoOpTracerProvider())
+    pipeline: Pipeline | None = field(default=None, init=False)
+
+    def build(self) -> Pipeline:
+        if self.no_spans:
+            pipeline = TracedAsyncPipeline(
+                name=WORKLOAD.name, tracer_provider=trace.NoOpTracerProvider(), registry=CollectorRegistry()
+            )
+            WORKLOAD.populate(pipeline)
+            return pipeline
+        return self.variant.build(WORKLOAD)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with self.variant.active(), patched(self.patches):
+            yield
 
 
-def ONE_PERCENT() -> Any:  # noqa: N802
-    return bench.ParentBased(bench.TraceIdRatioBased(0.01))
+def ablations() -> list[Ablation]:
+    def hayscope(name: str, patches: tuple[Patch, ...] = (), no_spans: bool = False) -> Ablation:
+        return Ablation(name, bench.Variant(name, hayscope=True), patches, no_spans)
 
-
-ABLATIONS: list[Callable[[], Ablation]] = [
-    lambda: Ablation("bare", bench.Variant("bare")),
-    lambda: Ablation("hayscope (as shipped)", bench.Variant("hayscope", hayscope=True)),
-    lambda: Ablation("  - exemplars", bench.Variant("h1", hayscope=True), no_exemplars),
-    lambda: Ablation("  - span start attributes", bench.Variant("h2", hayscope=True), no_start_attributes),
-    lambda: Ablation("  - all metrics", bench.Variant("h3", hayscope=True), no_metrics),
-    lambda: Ablation("  - spans (NoOpTracer)", bench.Variant("h4", hayscope=True), no_spans),
-    lambda: Ablation("  - spans - metrics (structure only)", bench.Variant("h5", hayscope=True), no_spans_no_metrics),
-    lambda: Ablation("  + reference cycle broken (prototype fix)", bench.Variant("h7", hayscope=True), cycle_free),
-    lambda: Ablation("hayscope-1pct", bench.Variant("h6", hayscope=True, sampler=ONE_PERCENT())),
-    lambda: Ablation(
-        "hayscope-1pct + reference cycle broken", bench.Variant("h8", hayscope=True, sampler=ONE_PERCENT()), cycle_free
-    ),
-    lambda: Ablation("otel-haystack", bench.Variant("otel-haystack", haystack_tracer=True)),
-]
+    everything = NO_METRICS + NO_LOOP_HELD_TIMER + NO_SCHEDULE_HOOK
+    candidates = [
+        Ablation("bare", bench.Variant("bare")),
+        hayscope("hayscope (as is)"),
+        hayscope("  - exemplars", NO_EXEMPLARS),
+        hayscope("  - all prometheus samples", NO_METRICS),
+        hayscope("  - LoopHeldTimer", NO_LOOP_HELD_TIMER),
+        hayscope("  - schedule-wait hook", NO_SCHEDULE_HOOK),
+        hayscope("  - spans (NoOpTracerProvider)", no_spans=True),
+        hayscope("  - spans - samples - timer - hook (what is left)", everything, no_spans=True),
+        Ablation("hayscope-1pct", bench.Variant("1pct", hayscope=True, sampler=bench.one_percent())),
+        Ablation("otel-haystack", bench.Variant("otel-haystack", haystack_tracer=True)),
+    ]
+    usable = []
+    for ablation in candidates:
+        if _patchable(ablation.patches):
+            usable.append(ablation)
+        else:
+            print(f"(skipped '{ablation.name.strip()}': this hayscope has no such function)", file=sys.stderr)
+    return usable
 
 
 async def ablation_table(rounds: int, runs: int) -> list[tuple[str, float, float]]:
-    workload = bench.CHAIN_ASYNC
-    ablations = [make() for make in ABLATIONS]
-    pipelines = {}
-    for ablation in ablations:
-        pipeline = ablation.variant.build(workload)
-        with ablation.variant.active():
-            await bench.run_sequential(pipeline, workload, 100)  # builds the telemetry objects
-        if ablation.apply is not None:
-            assert isinstance(pipeline, TracedAsyncPipeline)
-            ablation.apply(pipeline)
-        pipelines[ablation.name] = pipeline
-    per_run: dict[str, list[float]] = {ablation.name: [] for ablation in ablations}
+    table = ablations()
+    for ablation in table:
+        ablation.pipeline = ablation.build()
+        with ablation.active():
+            await bench.run_sequential(ablation.pipeline, WORKLOAD, 100)
+        ablation.variant.settle()
+    per_run: dict[str, list[float]] = {ablation.name: [] for ablation in table}
     for round_index in range(rounds):
-        shift = round_index % len(ablations)
-        for ablation in [*ablations[shift:], *ablations[:shift]]:
+        shift = round_index % len(table)
+        for ablation in [*table[shift:], *table[:shift]]:
+            assert ablation.pipeline is not None
             gc.collect()
-            with ablation.variant.active():
-                seconds = await bench.run_sequential(pipelines[ablation.name], workload, runs)
-            per_run[ablation.name].append(seconds * 1e6)
+            with ablation.active():
+                per_run[ablation.name].append(await bench.run_sequential(ablation.pipeline, WORKLOAD, runs) * 1e6)
             ablation.variant.settle()
-    for ablation in ablations:
+    for ablation in table:
         ablation.variant.shutdown()
     bare = per_run["bare"]
-    table = []
-    for ablation in ablations[1:]:
-        overhead = [(v - b) / workload.components for v, b in zip(per_run[ablation.name], bare)]
-        table.append((ablation.name, statistics.median(overhead), min(per_run[ablation.name]) - min(bare)))
-    return [(name, med, low / workload.components) for name, med, low in table]
+    rows = []
+    for ablation in table[1:]:
+        us = per_run[ablation.name]
+        overhead = statistics.median((v - b) / WORKLOAD.components for v, b in zip(us, bare))
+        rows.append((ablation.name, overhead, (min(us) - min(bare)) / WORKLOAD.components))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. cProfile
-
-
-async def cprofile_hayscope(runs: int) -> str:
-    variant = bench.Variant("hayscope", hayscope=True)
-    pipeline = variant.build(bench.CHAIN_ASYNC)
-    profiler = cProfile.Profile()
-    await bench.run_sequential(pipeline, bench.CHAIN_ASYNC, 200)
-    profiler.enable()
-    await bench.run_sequential(pipeline, bench.CHAIN_ASYNC, runs)
-    profiler.disable()
-    variant.shutdown()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
-    stats.print_stats("hayscope|opentelemetry|prometheus", 40)
-    return out.getvalue()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--runs", type=int, default=150)
     args = parser.parse_args()
+    source = bench.sdk_source()
+    print(f"hayscope from {source['path']} (commit {source['commit']}, "
+          f"uncommitted changes: {source['uncommitted_changes']})")  # fmt: skip
 
-    for variant in (bench.Variant("hayscope", hayscope=True),
-                    bench.Variant("hayscope-1pct", hayscope=True,
-                                  sampler=bench.ParentBased(bench.TraceIdRatioBased(0.01)))):  # fmt: skip
-        print(f"\n### Micro timings, {variant.name} (µs per call: best of 5, median of 5)\n")
-        print("| step | best µs | median µs |\n|---|---:|---:|")
-        for label, best, med in micro_steps(variant):
-            print(f"| {label} | {best:.2f} | {med:.2f} |")
+    counts = asyncio.run(calls_per_execution(1000))
+    costs = micro_costs()
+    print("\n### Per component execution: calls (cProfile counts) x micro cost (cache-hot, a lower bound)\n")
+    print("| primitive | calls per execution | µs per call | µs per execution |\n|---|---:|---:|---:|")
+    total = 0.0
+    for primitive in PRIMITIVES:
+        calls, cost = counts[primitive.label], costs.get(primitive.label, float("nan"))
+        total += calls * cost if cost == cost else 0.0
+        print(f"| {primitive.label} | {calls:.2f} | {cost:.2f} | {calls * cost:.1f} |")
+    print(f"| **sum** | | | **{total:.1f}** |")
 
-    print(f"\n### In-pipeline ablation, chain8-async ({args.rounds} rounds x {args.runs} runs)\n")
-    print("| variant | overhead µs/component, median | from per-variant minima |\n|---|---:|---:|")
-    for name, med, low in asyncio.run(ablation_table(args.rounds, args.runs)):
-        print(f"| {name} | {med:.1f} | {low:.1f} |")
-
-    if args.cprofile:
-        print("\n### cProfile (inflated by the profiler; for shares, not absolute µs)\n")
-        print(asyncio.run(cprofile_hayscope(2000)))
+    print(f"\n### In-pipeline ablation, {WORKLOAD.name} ({args.rounds} rounds x {args.runs} runs, interleaved)\n")
+    print("| variant | overhead µs/component vs bare, median of rounds | from the variants' best rounds |")
+    print("|---|---:|---:|")
+    for name, median, best in asyncio.run(ablation_table(args.rounds, args.runs)):
+        print(f"| {name} | {median:.1f} | {best:.1f} |")
 
 
 if __name__ == "__main__":

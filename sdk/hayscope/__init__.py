@@ -6,12 +6,14 @@ handle it returns undoes it.
 
 from hayscope._version import __version__
 from hayscope.logs import add_trace_context
+from hayscope.loop import LoopLagMonitor
 from hayscope.metrics import CATALOGUE, register_metrics
 from hayscope.pipeline import TracedAsyncPipeline
 from hayscope.telemetry import Telemetry, setup_telemetry
 
 __all__ = [
     "CATALOGUE",
+    "LoopLagMonitor",
     "Telemetry",
     "TracedAsyncPipeline",
     "__version__",

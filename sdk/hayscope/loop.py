@@ -140,12 +140,21 @@ class LoopLagMonitor:
         )
 
     def _watch(self) -> None:
+        # One sample per stall and per execution caught in it: several blocking steps can run back
+        # to back before the heartbeat gets its turn.
         check_every = self.threshold / 2
+        sampled: object = None
         while not self._stopping.wait(check_every):
-            if self._stall_frames is not None or time.monotonic() - self._expected <= self.threshold:
+            if time.monotonic() - self._expected <= self.threshold:
+                sampled = None
+                continue
+            execution = RUNNING_ON_THREAD.get(self._loop_thread)
+            if sampled is not None and (execution or self) is sampled:
                 continue
             frames = stack_summary(sys._current_frames().get(self._loop_thread))
-            execution = RUNNING_ON_THREAD.get(self._loop_thread)
+            if RUNNING_ON_THREAD.get(self._loop_thread) is not execution:
+                continue  # the loop moved on while we looked; look again next round
             if execution is not None:
                 execution.stall_frames = frames
             self._stall_frames = frames
+            sampled = execution or self

@@ -27,7 +27,7 @@ from hayscope.metrics import Metrics
 
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
 # A wait longer than this gets a child span of its own, to be seen in a waterfall.
-WAIT_SPAN_THRESHOLD = 0.005
+WAIT_SPAN_THRESHOLD = 0.05
 
 _loop_logger = structlog.get_logger("hayscope.loop")
 EXECUTION_KEY = otel_context.create_key("hayscope.component_execution")

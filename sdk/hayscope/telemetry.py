@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import (
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from hayscope import settings
+from hayscope.loop import DEFAULT_INTERVAL, DEFAULT_THRESHOLD, LoopLagMonitor
 from hayscope.metrics import register_metrics
 
 __all__ = ["Telemetry", "setup_telemetry"]
@@ -43,11 +45,13 @@ class Telemetry:
         registry: CollectorRegistry,
         metrics_server: Any | None,
         structlog_config: dict[str, Any] | None,
+        loop_monitor: LoopLagMonitor | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.registry = registry
         self._metrics_server = metrics_server
         self._structlog_config = structlog_config
+        self.loop_monitor = loop_monitor
         self._stopped = False
 
     @property
@@ -72,6 +76,8 @@ class Telemetry:
             self._stopped = True
             if _active is self:
                 _active = None
+        if self.loop_monitor is not None:
+            self.loop_monitor.stop()
         self.tracer_provider.shutdown()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -108,6 +114,9 @@ def setup_telemetry(
     duration_buckets: Iterable[float] | None = None,
     configure_logging: bool = False,
     log_format: str = "console",
+    monitor_event_loop: bool = False,
+    loop_lag_interval: float = DEFAULT_INTERVAL,
+    loop_block_threshold: float = DEFAULT_THRESHOLD,
     set_global: bool = True,
 ) -> Telemetry:
     """Set up traces, metrics and (optionally) structlog for an application, and return the handle that stops them.
@@ -129,6 +138,9 @@ def setup_telemetry(
       `registry` (default: the global `REGISTRY`); `serve_metrics=False` serves nothing.
     - `configure_logging=True` configures structlog with `add_trace_context` and a `console`, `json`
       or `keyvalue` renderer; `shutdown()` restores the previous structlog configuration.
+    - `monitor_event_loop=True` starts a `LoopLagMonitor` (heartbeat every `loop_lag_interval` s,
+      stalls over `loop_block_threshold` s attributed) on the running loop: call setup from inside
+      it, e.g. in your application's startup.
     - `set_global=True` makes the provider OpenTelemetry's global one, if none is set yet, so that
       `TracedAsyncPipeline()` and other instrumentations use it without being told.
 
@@ -149,6 +161,7 @@ def setup_telemetry(
         if registry is None:
             registry = REGISTRY
         register_metrics(registry, duration_buckets=duration_buckets)
+        monitor = _loop_monitor(registry, loop_lag_interval, loop_block_threshold) if monitor_event_loop else None
         exporter = span_exporter if span_exporter is not None else _span_exporter(
             traces_exporter, otlp_endpoint, otlp_protocol, otlp_headers, otlp_timeout
         )
@@ -163,8 +176,21 @@ def setup_telemetry(
         structlog_config = _configure_structlog(log_format) if configure_logging else None
         if set_global:
             _set_global_provider(provider)
-        _active = Telemetry(provider, registry, server, structlog_config)
+        if monitor is not None:
+            monitor.start()
+        _active = Telemetry(provider, registry, server, structlog_config, monitor)
         return _active
+
+
+def _loop_monitor(registry: CollectorRegistry | None, interval: float, threshold: float) -> LoopLagMonitor:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ValueError(
+            "monitor_event_loop=True needs a running event loop to watch: call setup_telemetry() from inside "
+            "it (e.g. in your application's startup), or use `async with LoopLagMonitor():` there."
+        ) from None
+    return LoopLagMonitor(interval=interval, threshold=threshold, registry=registry)
 
 
 def _service_name(argument: str | None) -> str:

@@ -12,6 +12,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 from prometheus_client import CollectorRegistry
 
 from hayscope.pipeline import TracedAsyncPipeline
+from hayscope.semconv import QUEUE_WAIT_SPAN, SCHEDULE_WAIT_SPAN
+
+WAIT_SPAN_NAMES = frozenset({QUEUE_WAIT_SPAN, SCHEDULE_WAIT_SPAN})
 
 
 class TelemetryCapture:
@@ -55,8 +58,14 @@ class TelemetryCapture:
         self.tracer_provider.shutdown()
 
 
-def span_tree(spans: Sequence[ReadableSpan]) -> list[str]:
-    """Spans as indented lines (children under parents, siblings by name), for exact tree assertions."""
+def span_tree(spans: Sequence[ReadableSpan], *, waits: bool = True) -> list[str]:
+    """Spans as indented lines (children under parents, siblings by name), for exact tree assertions.
+
+    `waits=False` leaves out the spans hayscope adds for long waits ("queued for a worker thread",
+    "waiting for the concurrency limit"), which a loaded machine may or may not produce.
+    """
+    if not waits:
+        spans = [span for span in spans if span.name not in WAIT_SPAN_NAMES]
     by_parent: dict[int | None, list[ReadableSpan]] = {}
     ids = {span.context.span_id for span in spans}
     for span in spans:

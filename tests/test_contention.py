@@ -1,0 +1,235 @@
+"""Where each component's time went, and who blocked the event loop.
+
+Sleeps and CPU loops inside the components are the workload; the tests wait on results and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import pytest
+from haystack import component
+from haystack.components.joiners import ListJoiner
+
+from hayscope import LoopLagMonitor
+from hayscope.metrics import NO_COMPONENT
+from hayscope.testing import TelemetryCapture
+
+BLOCKING_LINE = "time.sleep(self.seconds)  # blocks the loop"
+
+
+@component
+class BlockingAsync:
+    """A coroutine that blocks the loop with time.sleep: the bug hayscope must point at."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @component.output_types(value=int)
+    async def run_async(self, value: int) -> dict[str, Any]:
+        time.sleep(self.seconds)  # blocks the loop
+        return {"value": value}
+
+
+@component
+class AwaitingAsync:
+    """A well-behaved coroutine: it only awaits."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @component.output_types(value=int)
+    async def run_async(self, value: int) -> dict[str, Any]:
+        await asyncio.sleep(self.seconds)
+        return {"value": value}
+
+
+@component
+class SleepingSync:
+    """Sync only, so thread-offloaded; reads the busy-workers gauge as it starts."""
+
+    def __init__(self, seconds: float, capture: TelemetryCapture, executor: str) -> None:
+        self.seconds = seconds
+        self.capture = capture
+        self.executor = executor
+        self.busy_seen: list[float] = []
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        self.busy_seen.append(self.capture.sample("hayscope_executor_workers_busy", executor=self.executor))
+        time.sleep(self.seconds)
+        return {"value": value}
+
+
+@component
+class Computing:
+    """Sync only, CPU-bound for `seconds` in its worker thread."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        deadline = time.perf_counter() + self.seconds
+        total = 0
+        while time.perf_counter() < deadline:
+            total += sum(range(200))
+        return {"value": value + (total > 0)}
+
+
+def attribute(span, key: str) -> float:
+    return span.attributes[key]
+
+
+async def test_the_blocking_coroutine_is_named_and_no_other_component_is_blamed(capture):
+    pipeline = capture.pipeline(name="blocky")
+    pipeline.add_component("fetch", AwaitingAsync(0.05))
+    pipeline.add_component("parse", BlockingAsync(0.3))
+    pipeline.add_component("store", AwaitingAsync(0.05))
+    pipeline.connect("fetch.value", "parse.value")
+    pipeline.connect("parse.value", "store.value")
+
+    async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.1):
+        results = await asyncio.gather(*(pipeline.run_async({"fetch": {"value": i}}) for i in range(3)))
+
+    assert results == [{"store": {"value": i}} for i in range(3)]
+    blocked = capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="blocky", component="parse")
+    assert blocked >= 3 * 0.25
+    for other in ("fetch", "store"):
+        assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="blocky", component=other)
+    # The loop-lag histogram saw the stall.
+    lag_total = capture.sample("asyncio_event_loop_lag_seconds_count")
+    assert capture.sample("asyncio_event_loop_lag_seconds_bucket", le="0.25") < lag_total
+    for span in capture.spans_named("haystack.component.run parse"):
+        (event,) = [e for e in span.events if e.name == "event_loop.blocked"]
+        assert event.attributes["event_loop.blocked.seconds"] >= 0.25
+        assert attribute(span, "hayscope.component.loop_held") >= 0.25
+        frames = event.attributes["event_loop.blocked.frames"]
+        assert frames, "the watchdog sampled the loop thread during the stall"
+        assert frames[0].startswith(f"{__file__}:") and frames[0].endswith(" run_async")
+        line = int(frames[0].split(":")[1].split(" ")[0])
+        assert BLOCKING_LINE in open(__file__).read().splitlines()[line - 1]
+    for name in ("fetch", "store"):
+        for span in capture.spans_named(f"haystack.component.run {name}"):
+            assert not [e for e in span.events if e.name == "event_loop.blocked"]
+            assert attribute(span, "hayscope.component.loop_held") < 0.05
+
+
+async def test_a_thread_pool_too_small_shows_as_queue_wait_not_as_slow_components(capture):
+    sleeper = SleepingSync(0.2, capture, executor="sized")
+    pipeline = capture.pipeline(name="sized", max_workers=6)
+    pipeline.add_component("embed", sleeper)
+
+    await asyncio.gather(*(pipeline.run_async({"embed": {"value": i}}) for i in range(18)))
+
+    spans = capture.spans_named("haystack.component.run embed")
+    assert len(spans) == 18
+    queue_waits = [attribute(s, "hayscope.component.queue_wait") for s in spans]
+    run_times = [attribute(s, "hayscope.component.run_time") for s in spans]
+    assert statistics.median(queue_waits) >= 0.1
+    assert all(0.19 <= r < 0.4 for r in run_times), run_times
+    assert max(sleeper.busy_seen) == 6
+    assert capture.sample("hayscope_executor_workers_max", executor="sized") == 6
+    assert capture.sample("hayscope_executor_workers_busy", executor="sized") == 0
+    assert capture.sample("hayscope_executor_queue_depth", executor="sized") == 0
+    labels = {"pipeline": "sized", "component": "embed", "component_type": "SleepingSync", "mode": "thread"}
+    assert capture.sample("haystack_component_queue_wait_seconds_count", **labels, status="ok") == 18
+    assert capture.sample("haystack_component_queue_wait_seconds_bucket", **labels, status="ok", le="0.1") <= 9
+    # The long waits are named bars in the waterfall.
+    queued = capture.spans_named("queued for a worker thread")
+    assert len(queued) >= 9
+    assert {s.parent.span_id for s in queued} <= {s.context.span_id for s in spans}
+
+
+async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture):
+    pipeline = capture.pipeline(name="fan")
+    pipeline.add_component("source", AwaitingAsync(0))
+    pipeline.add_component("join", ListJoiner(list_type_=list[int]))
+    for i in range(6):
+        pipeline.add_component(f"branch{i}", AwaitingAsync(0.1))
+        pipeline.add_component(f"wrap{i}", Wrap())
+        pipeline.connect("source.value", f"branch{i}.value")
+        pipeline.connect(f"branch{i}.value", f"wrap{i}.value")
+        pipeline.connect(f"wrap{i}.values", "join.values")
+
+    await pipeline.run_async({"source": {"value": 1}}, concurrency_limit=2)
+
+    waits = sorted(
+        attribute(s, "hayscope.component.schedule_wait")
+        for s in capture.spans()
+        if s.name.startswith("haystack.component.run branch")
+    )
+    assert len(waits) == 6
+    assert waits[1] < 0.05  # two start at once
+    assert waits[2] >= 0.08 and waits[4] >= 0.15  # the rest wait their turn, two by two
+    assert len([s for s in capture.spans() if s.name == "waiting for the concurrency limit"]) >= 4
+
+
+@component
+class Wrap:
+    @component.output_types(values=list[int])
+    def run(self, value: int) -> dict[str, Any]:
+        return {"values": [value]}
+
+    @component.output_types(values=list[int])
+    async def run_async(self, value: int) -> dict[str, Any]:
+        return {"values": [value]}
+
+
+async def test_cpu_work_in_a_thread_is_never_blamed_for_blocking_the_loop(capture):
+    pipeline = capture.pipeline(name="cpu")
+    pipeline.add_component("compute", Computing(0.3))
+    pipeline.add_component("after", AwaitingAsync(0.01))
+    pipeline.connect("compute.value", "after.value")
+
+    async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.1):
+        await asyncio.gather(*(pipeline.run_async({"compute": {"value": i}}) for i in range(2)))
+
+    assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="cpu", component="compute")
+    for span in capture.spans_named("haystack.component.run compute"):
+        assert not span.events
+        assert "hayscope.component.loop_held" not in span.attributes
+        assert attribute(span, "hayscope.component.run_time") >= 0.3
+    for span in capture.spans_named("haystack.component.run after"):
+        assert attribute(span, "hayscope.component.loop_held") < 0.02
+
+
+async def test_a_stall_outside_any_component_is_counted_under_none(capture):
+    async with LoopLagMonitor(registry=capture.registry, interval=0.02, threshold=0.05) as monitor:
+        await asyncio.sleep(0.03)  # let a heartbeat get scheduled
+        time.sleep(0.2)  # the loop is blocked by code that is no component
+        beat = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(monitor.interval * 2, beat.set_result, None)
+        await beat
+
+    assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline=NO_COMPONENT, component=NO_COMPONENT) >= 0.1
+
+
+async def test_the_monitor_starts_and_stops_symmetrically(capture):
+    monitor = LoopLagMonitor(registry=capture.registry)
+    monitor.start()
+    assert monitor.running
+    with pytest.raises(RuntimeError, match="already running"):
+        monitor.start()
+    watchdog = monitor._watchdog
+    monitor.stop()
+    monitor.stop()
+    assert not monitor.running and not watchdog.is_alive()
+
+
+@pytest.mark.parametrize("kwargs", [{"interval": 0}, {"threshold": -1}, {"interval": "fast"}, {"threshold": 120}])
+def test_bad_monitor_settings_are_refused(capture, kwargs):
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=rf"{name}={value!r} is out of range: give seconds from 0.001 to 60"):
+        LoopLagMonitor(registry=capture.registry, **kwargs)
