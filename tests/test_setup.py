@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -192,3 +193,29 @@ def test_setup_makes_its_provider_global_so_a_bare_pipeline_uses_it():
         """
     )
     assert output == "['haystack.component.run echo', 'haystack.pipeline.run global']"
+
+
+async def test_setup_starts_the_loop_monitor_when_asked_and_shutdown_stops_it():
+    registry = CollectorRegistry()
+    telemetry = setup_telemetry(
+        traces_exporter="none",
+        serve_metrics=False,
+        registry=registry,
+        monitor_event_loop=True,
+        loop_lag_interval=0.01,
+        set_global=False,
+    )
+    monitor = telemetry.loop_monitor
+    assert monitor.running
+    beats = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(0.05, beats.set_result, None)
+    await beats
+    telemetry.shutdown()
+
+    assert not monitor.running
+    assert registry.get_sample_value("asyncio_event_loop_lag_seconds_count") >= 1
+
+
+def test_the_loop_monitor_needs_a_running_loop():
+    with pytest.raises(ValueError, match=r"monitor_event_loop=True needs a running event loop to watch"):
+        setup_telemetry(traces_exporter="none", serve_metrics=False, monitor_event_loop=True, set_global=False)

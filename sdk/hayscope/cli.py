@@ -21,7 +21,7 @@ def _positive(text: str) -> int:
 
 
 def demo(runs: int, concurrency: int) -> int:
-    from hayscope import example, setup_telemetry
+    from hayscope import LoopLagMonitor, example, setup_telemetry
     from hayscope.settings import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 
     registry = CollectorRegistry()
@@ -38,7 +38,11 @@ def demo(runs: int, concurrency: int) -> int:
         telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
         pipeline = example.build_pipeline(tracer_provider=telemetry.tracer_provider, registry=registry)
         print(f"metrics: {telemetry.metrics_url}   runs: {runs}   concurrency: {concurrency}")
-        answers = asyncio.run(example.ask_all(pipeline, runs, concurrency))
+        async def ask_all_watched() -> list[str]:
+            async with LoopLagMonitor(registry=registry):
+                return await example.ask_all(pipeline, runs, concurrency)
+
+        answers = asyncio.run(ask_all_watched())
         telemetry.force_flush()
         print(f"\nfirst answer: {answers[0]}\n\nslowest run (offset, duration, span, mode):")
         print("\n".join(example.waterfall(kept.get_finished_spans())))
