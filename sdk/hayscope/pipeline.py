@@ -28,12 +28,15 @@ from hayscope._version import __version__
 from hayscope.haystack_bridge import ensure_bridge
 from hayscope.metrics import register_metrics
 from hayscope.executor import ExecutorState, executor_state
-from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution, PipelineTelemetry, current_run
+from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution, PipelineRun, PipelineTelemetry, current_run
 from hayscope.timing import LoopHeldTimer
 
 __all__ = ["TracedAsyncPipeline"]
 
 DEFAULT_PIPELINE_NAME = "pipeline"
+
+# What haystack passes to run one component: name, component dict, inputs, visits, parent span.
+_ComponentArgs = tuple[str, dict[str, Any], dict[str, Any], dict[str, int], "tracing.Span | None"]
 INSTRUMENTATION_SCOPE = "hayscope"
 
 
@@ -252,52 +255,10 @@ class TracedAsyncPipeline(Pipeline):
             return await Pipeline._run_component_async(
                 component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
             )
+        args = (component_name, component, component_inputs, component_visits, parent_span)
         if _runs_async(instance):
-            execution = run.start_component(component_name, instance, semconv.MODE_ASYNC)
-            token = otel_context.attach(execution.context)
-            try:
-                outputs = await LoopHeldTimer(
-                    Pipeline._run_component_async(
-                        component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
-                    ),
-                    execution,
-                )
-            except BaseException as error:
-                execution.finish(None, error)
-                raise
-            finally:
-                otel_context.detach(token)
-            execution.finish(component_visits[component_name])
-            return outputs
-
-        execution = run.start_component(component_name, instance, semconv.MODE_THREAD)
-        # The worker runs haystack's own sync execution path on a private visits counter; the count
-        # is written back here, on the loop, once the await returns, which is where haystack's
-        # thread-offloading path counts it too.
-        worker_visits = {component_name: component_visits[component_name]}
-        worker_context = _context_with(execution.context)
-        state = run.telemetry.executor
-        started: list[float] = []
-        submitted, submitted_ns = time.perf_counter(), time.time_ns()
-        future = state.executor.submit(
-            state.track(worker_context.run, started),
-            _run_in_worker,
-            execution,
-            (component_name, component, component_inputs, worker_visits, parent_span),
-            break_point,
-        )
-        try:
-            outputs = await asyncio.wrap_future(future)
-        except BaseException as error:
-            if future.cancelled():
-                state.forget(started)
-            _record_queue_wait(execution, started, submitted, submitted_ns)
-            execution.finish(None, error)
-            raise
-        _record_queue_wait(execution, started, submitted, submitted_ns)
-        component_visits[component_name] = worker_visits[component_name]
-        execution.finish(component_visits[component_name])
-        return outputs
+            return await _run_on_loop(run, args, break_point)
+        return await _run_in_worker_thread(run, args, break_point)
 
     @staticmethod
     def _run_component(
@@ -331,6 +292,54 @@ class TracedAsyncPipeline(Pipeline):
         return outputs
 
 
+async def _run_on_loop(run: PipelineRun, args: _ComponentArgs, break_point: Breakpoint | None) -> Mapping[str, Any]:
+    """An async component: haystack awaits its `run_async`; every step of it is timed on the loop."""
+    component_name, component, _inputs, component_visits, _parent_span = args
+    execution = run.start_component(component_name, component["instance"], semconv.MODE_ASYNC)
+    token = otel_context.attach(execution.context)
+    try:
+        outputs = await LoopHeldTimer(Pipeline._run_component_async(*args, break_point=break_point), execution)
+    except BaseException as error:
+        execution.finish(None, error)
+        raise
+    finally:
+        otel_context.detach(token)
+    execution.finish(component_visits[component_name])
+    return outputs
+
+
+async def _run_in_worker_thread(
+    run: PipelineRun, args: _ComponentArgs, break_point: Breakpoint | None
+) -> Mapping[str, Any]:
+    """A sync component: haystack's own sync execution path, in a worker of the pipeline's executor.
+
+    The worker counts the visit on a private counter; it is written back here, on the loop, once the
+    await returns, which is where haystack's thread-offloading path counts it too.
+    """
+    component_name, component, inputs, component_visits, parent_span = args
+    execution = run.start_component(component_name, component["instance"], semconv.MODE_THREAD)
+    worker_visits = {component_name: component_visits[component_name]}
+    worker_args = (component_name, component, inputs, worker_visits, parent_span)
+    state = run.telemetry.executor
+    started: list[float] = []
+    submitted, submitted_ns = time.perf_counter(), time.time_ns()
+    future = state.executor.submit(
+        state.track(_context_with(execution.context).run, started), _worker, execution, worker_args, break_point
+    )
+    try:
+        outputs = await asyncio.wrap_future(future)
+    except BaseException as error:
+        if future.cancelled():
+            state.forget(started)
+        _record_queue_wait(execution, started, submitted, submitted_ns)
+        execution.finish(None, error)
+        raise
+    _record_queue_wait(execution, started, submitted, submitted_ns)
+    component_visits[component_name] = worker_visits[component_name]
+    execution.finish(component_visits[component_name])
+    return outputs
+
+
 def _breaks_here(break_point: Breakpoint | None, component_name: str, component_visits: dict[str, int]) -> bool:
     """haystack's own test for a breakpoint that stops the run before this component executes."""
     return (
@@ -349,9 +358,7 @@ def _context_with(otel_ctx: otel_context.Context) -> contextvars.Context:
         otel_context.detach(token)
 
 
-def _run_in_worker(
-    execution: ComponentExecution, args: tuple[Any, ...], break_point: Breakpoint | None
-) -> Mapping[str, Any]:
+def _worker(execution: ComponentExecution, args: _ComponentArgs, break_point: Breakpoint | None) -> Mapping[str, Any]:
     execution.thread = threading.current_thread()
     started = time.perf_counter()
     try:
