@@ -20,29 +20,47 @@ def _positive(text: str) -> int:
     return value
 
 
-def demo(runs: int, concurrency: int) -> int:
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: use 1 to 65535, or 0 for a free one")
+    return value
+
+
+def demo(runs: int, concurrency: int, metrics_port: int | None, forever: bool) -> int:
     from hayscope import LoopLagMonitor, example, setup_telemetry
-    from hayscope.settings import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    from hayscope.settings import HAYSCOPE_METRICS_PORT, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 
     registry = CollectorRegistry()
     # Spans are kept in process for the printout; they also go over OTLP when an endpoint is configured.
     sends_otlp = bool(os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT) or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT))
+    if metrics_port is None and not os.environ.get(HAYSCOPE_METRICS_PORT):
+        metrics_port = 0  # a free port, so the demo never collides with a running service
     kept = InMemorySpanExporter()
     with setup_telemetry(
         "hayscope-demo",
         traces_exporter=None if sends_otlp else "none",
         registry=registry,
-        metrics_port=0,
+        metrics_port=metrics_port,
         set_global=False,
     ) as telemetry:
         telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
         pipeline = example.build_pipeline(tracer_provider=telemetry.tracer_provider, registry=registry)
-        print(f"metrics: {telemetry.metrics_url}   runs: {runs}   concurrency: {concurrency}")
-        async def ask_all_watched() -> list[str]:
-            async with LoopLagMonitor(registry=registry):
-                return await example.ask_all(pipeline, runs, concurrency)
+        print(f"metrics: {telemetry.metrics_url}   runs: {runs}   concurrency: {concurrency}", flush=True)
 
-        answers = asyncio.run(ask_all_watched())
+        async def ask_batches() -> list[str]:
+            async with LoopLagMonitor(registry=registry):
+                answers = await example.ask_all(pipeline, runs, concurrency)
+                while forever:  # for the compose stack: a steady workload until stopped
+                    kept.clear()
+                    answers = await example.ask_all(pipeline, runs, concurrency)
+                return answers
+
+        try:
+            answers = asyncio.run(ask_batches())
+        except KeyboardInterrupt:
+            print("\nstopped; telemetry flushed")
+            return 0
         telemetry.force_flush()
         print(f"\nfirst answer: {answers[0]}\n\nslowest run (offset, duration, span, mode):")
         print("\n".join(example.waterfall(kept.get_finished_spans())))
@@ -57,10 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="run an instrumented example pipeline offline and print its telemetry")
     demo_parser.add_argument("--runs", type=_positive, default=24, help="questions to ask (default 24)")
     demo_parser.add_argument("--concurrency", type=_positive, default=8, help="runs at a time (default 8)")
+    demo_parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve metrics on this port (default: $HAYSCOPE_METRICS_PORT, else a free port)",
+    )
+    demo_parser.add_argument("--forever", action="store_true", help="repeat the runs until interrupted (Ctrl-C)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no usage pings from a demo
     if args.command == "demo":
-        return demo(args.runs, args.concurrency)
+        return demo(args.runs, args.concurrency, args.metrics_port, args.forever)
     return 2
 
 
