@@ -58,12 +58,18 @@ def _exemplar(span: Span) -> dict[str, str] | None:
     return {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
 
 
-def _end_span(span: Span, status: str, error: BaseException | None) -> None:
+def _end_span(
+    span: Span, status: str, error: BaseException | None, attributes: dict[str, AttributeValue] | None = None
+) -> None:
     if span.is_recording():
-        span.set_attribute(semconv.STATUS, status)
-        if status == semconv.STATUS_ERROR and error is not None:
-            span.set_attribute(semconv.ERROR_TYPE, semconv.error_type(error))
-            span.record_exception(error)
+        attributes = attributes if attributes is not None else {}
+        attributes[semconv.STATUS] = status
+        failed = status == semconv.STATUS_ERROR and error is not None
+        if failed:
+            attributes[semconv.ERROR_TYPE] = semconv.error_type(error)  # type: ignore[arg-type]
+        span.set_attributes(attributes)
+        if failed:
+            span.record_exception(error)  # type: ignore[arg-type]
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     span.end()
 
@@ -260,31 +266,25 @@ class ComponentExecution:
         component = self._component
         metrics = component.metrics
         component.in_flight.dec()
+        run_time = self.run_time if self.run_time is not None else elapsed - (self.schedule_wait or 0.0)
+        # (histogram, span attribute, seconds) for each part of the time this mode lets us see
+        parts: list[tuple[Histogram, str, float]] = [(metrics.component_run_time, semconv.RUN_TIME, run_time)]
+        if self.schedule_wait is not None:
+            parts.append((metrics.component_schedule_wait, semconv.SCHEDULE_WAIT, self.schedule_wait))
+        if self.queue_wait is not None:
+            parts.append((metrics.component_queue_wait, semconv.QUEUE_WAIT, self.queue_wait))
+        if component.attributes[semconv.COMPONENT_EXECUTION_MODE] == semconv.MODE_ASYNC:
+            parts.append((metrics.component_loop_held, semconv.LOOP_HELD, self.loop_held))
         exemplar = _exemplar(self.span)
         component.histogram(metrics.component_duration, status).observe(elapsed, exemplar)
-        mode = component.attributes[semconv.COMPONENT_EXECUTION_MODE]
-        run_time = self.run_time
-        if run_time is None:
-            run_time = elapsed - (self.schedule_wait or 0.0)
-        component.histogram(metrics.component_run_time, status).observe(run_time, exemplar)
-        if self.schedule_wait is not None:
-            component.histogram(metrics.component_schedule_wait, status).observe(self.schedule_wait, exemplar)
-        if self.queue_wait is not None:
-            component.histogram(metrics.component_queue_wait, status).observe(self.queue_wait, exemplar)
-        if mode == semconv.MODE_ASYNC:
-            component.histogram(metrics.component_loop_held, status).observe(self.loop_held, exemplar)
-        span = self.span
-        if span.is_recording():
-            span.set_attribute(semconv.RUN_TIME, run_time)
-            if self.schedule_wait is not None:
-                span.set_attribute(semconv.SCHEDULE_WAIT, self.schedule_wait)
-            if self.queue_wait is not None:
-                span.set_attribute(semconv.QUEUE_WAIT, self.queue_wait)
-            if mode == semconv.MODE_ASYNC:
-                span.set_attribute(semconv.LOOP_HELD, self.loop_held)
+        for histogram, _key, seconds in parts:
+            component.histogram(histogram, status).observe(seconds, exemplar)
+        attributes: dict[str, AttributeValue] = {}
+        if self.span.is_recording():
+            attributes = {key: seconds for _histogram, key, seconds in parts}
             if visits is not None:
-                span.set_attribute(semconv.COMPONENT_VISITS, visits)
+                attributes[semconv.COMPONENT_VISITS] = visits
             if self.thread is not None:
-                span.set_attribute(semconv.THREAD_ID, self.thread.ident or 0)
-                span.set_attribute(semconv.THREAD_NAME, self.thread.name)
-        _end_span(span, status, error)
+                attributes[semconv.THREAD_ID] = self.thread.ident or 0
+                attributes[semconv.THREAD_NAME] = self.thread.name
+        _end_span(self.span, status, error, attributes)
