@@ -35,3 +35,13 @@ def test_demo_refuses_counts_below_one(argv, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert "is not a positive whole number: use 1 or more" in capsys.readouterr().err
+
+
+def test_dashboards_check_passes_on_the_committed_files_and_fails_on_a_stale_copy(tmp_path, capsys):
+    assert main(["dashboards", "--check"]) == 0
+    assert main(["dashboards", "--out", str(tmp_path)]) == 0
+    stale = tmp_path / "hayscope-pipelines.json"
+    stale.write_text(stale.read_text().replace("hayscope /", "stale /"))
+
+    assert main(["dashboards", "--check", "--out", str(tmp_path)]) == 1
+    assert "out of date in" in capsys.readouterr().err

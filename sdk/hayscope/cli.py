@@ -69,6 +69,24 @@ def demo(runs: int, concurrency: int, metrics_port: int | None, forever: bool) -
     return 0
 
 
+def dashboards(out: str, check: bool) -> int:
+    from hayscope.dashboards import check_dashboards, write_dashboards
+
+    if check:
+        outdated = check_dashboards(out)
+        if outdated:
+            print(
+                f"out of date in {out}: {', '.join(outdated)}; regenerate with `hayscope dashboards --out {out}`",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{out}: every dashboard is up to date")
+        return 0
+    for path in write_dashboards(out):
+        print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hayscope", description="Observability for Haystack async pipelines.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,10 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="serve metrics on this port (default: $HAYSCOPE_METRICS_PORT, else a free port)",
     )
     demo_parser.add_argument("--forever", action="store_true", help="repeat the runs until interrupted (Ctrl-C)")
+    dashboards_parser = commands.add_parser(
+        "dashboards", help="write the Grafana dashboards generated from the metric catalogue"
+    )
+    dashboards_parser.add_argument("--out", default="dashboards", help="directory (default: dashboards)")
+    dashboards_parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the files differ from the generated ones"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no usage pings from a demo
     if args.command == "demo":
         return demo(args.runs, args.concurrency, args.metrics_port, args.forever)
+    if args.command == "dashboards":
+        return dashboards(args.out, args.check)
     return 2
 
 
