@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +39,8 @@ def test_demo_refuses_counts_below_one(argv, capsys):
 
 
 def test_dashboards_check_passes_on_the_committed_files_and_fails_on_a_stale_copy(tmp_path, capsys):
-    assert main(["dashboards", "--check"]) == 0
+    committed = Path(__file__).resolve().parent.parent / "dashboards"
+    assert main(["dashboards", "--check", "--out", str(committed)]) == 0
     assert main(["dashboards", "--out", str(tmp_path)]) == 0
     stale = tmp_path / "hayscope-pipelines.json"
     stale.write_text(stale.read_text().replace("hayscope /", "stale /"))
