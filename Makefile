@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean system-deps
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/hayscope demo
 
-test: $(INSTALLED)
+# Debian's prometheus: the real Prometheus server and promtool the collector and integration tests run.
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: system-deps $(INSTALLED)
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest
 
 bench: $(INSTALLED)

@@ -74,7 +74,7 @@ def test_committed_dashboards_are_what_the_code_generates():
         f"dashboards/ is out of date with sdk/hayscope/dashboards.py or the metric catalogue ({', '.join(stale)}): "
         "run `hayscope dashboards` (it writes dashboards/*.json) and commit the result"
     )
-    assert {name: json.loads(dashboards.render_dashboard(model)) for name, model in build_dashboards().items()} == committed()
+    assert build_dashboards() == committed()
 
 
 def test_files_are_sorted_indented_and_end_with_a_newline():
@@ -84,7 +84,7 @@ def test_files_are_sorted_indented_and_end_with_a_newline():
 
 
 def test_write_then_check_round_trips_and_reports_drift(tmp_path):
-    assert check_dashboards(tmp_path / "nowhere") == sorted(DASHBOARD_FILES, key=list(DASHBOARD_FILES).index)
+    assert check_dashboards(tmp_path / "nowhere") == list(DASHBOARD_FILES)
     written = write_dashboards(tmp_path)
     assert sorted(path.name for path in written) == sorted(DASHBOARD_FILES)
     assert check_dashboards(tmp_path) == []
@@ -93,7 +93,11 @@ def test_write_then_check_round_trips_and_reports_drift(tmp_path):
     (tmp_path / "hayscope-pipelines.json").unlink()
     (tmp_path / "hayscope-renamed.json").write_text("{}\n", encoding="utf-8")  # no longer generated
     (tmp_path / "mine.json").write_text("{}\n", encoding="utf-8")  # not ours: left alone
-    assert check_dashboards(tmp_path) == ["hayscope-pipelines.json", "hayscope-components.json", "hayscope-renamed.json"]
+    assert check_dashboards(tmp_path) == [
+        "hayscope-pipelines.json",
+        "hayscope-components.json",
+        "hayscope-renamed.json",
+    ]
 
     write_dashboards(tmp_path)
     assert check_dashboards(tmp_path) == []
@@ -128,7 +132,8 @@ def test_uids_are_stable_unique_and_titles_prefixed():
     for name, model in models.items():
         assert model["title"].startswith("hayscope / "), name
         assert "hayscope" in model["tags"], name
-        ids = [panel["id"] for panel in model["panels"]] + [p["id"] for row in model["panels"] for p in row.get("panels") or []]
+        nested = [panel["id"] for row in model["panels"] for panel in row.get("panels") or []]
+        ids = [panel["id"] for panel in model["panels"]] + nested
         assert len(ids) == len(set(ids)) and all(ids), name
     assert len({model["title"] for model in models.values()}) == len(models)
 
@@ -278,7 +283,8 @@ def test_every_query_parses_as_promql(tmp_path):
         .replace("$component", ".*")
         for _, query in all_queries()
     ]
-    rules = {"groups": [{"name": "dashboards", "rules": [{"record": f"q:{i}", "expr": q} for i, q in enumerate(substituted)]}]}
+    records = [{"record": f"dashboard:query_{i}", "expr": query} for i, query in enumerate(substituted)]
+    rules = {"groups": [{"name": "dashboards", "rules": records}]}
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump(rules), encoding="utf-8")
     result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)

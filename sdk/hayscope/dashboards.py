@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final
@@ -94,8 +95,13 @@ def _mean(spec: MetricSpec, by: Sequence[str] = ()) -> str:
 
 
 def _ratio(spec: MetricSpec, by: Sequence[str], suffix: str = "", **matchers: str) -> str:
-    """Share of the counter's increase that has the given labels, e.g. the error ratio."""
-    return f"{_rate(spec, by, suffix, **matchers)} / {_rate(spec, by, suffix)}"
+    """Share of the counter's increase that has the given labels, e.g. the error ratio.
+
+    `or 0 * whole`: a series that does not exist yet (no run has failed so far) reads as 0, not as
+    "No data".
+    """
+    whole = _rate(spec, by, suffix)
+    return f"({_rate(spec, by, suffix, **matchers)} or 0 * {whole}) / {whole}"
 
 
 def _gauge(spec: MetricSpec, by: Sequence[str] = ()) -> str:
@@ -147,11 +153,14 @@ def _sdk() -> Any:
     )
 
 
+@dataclass(frozen=True)
 class _Target:
     """One Prometheus query of a panel."""
 
-    def __init__(self, expr: str, legend: str, *, exemplar: bool = False, heatmap: bool = False) -> None:
-        self.expr, self.legend, self.exemplar, self.heatmap = expr, legend, exemplar, heatmap
+    expr: str
+    legend: str
+    exemplar: bool = False
+    heatmap: bool = False
 
 
 def _latency(expr: str, legend: str) -> _Target:
@@ -223,13 +232,22 @@ class _Board:
         )
 
     def _id(self) -> int:
-        self.next_id += 1
-        return self.next_id - 1
+        panel_id, self.next_id = self.next_id, self.next_id + 1
+        return panel_id
 
     def row(self, title: str) -> None:
         self.builder.with_row(self.sdk.dashboard.Row(title).id(self._id()))
 
-    def _common(self, panel: Any, title: str, description: str, unit: str, targets: Sequence[_Target], width: int, height: int) -> Any:
+    def _common(
+        self,
+        panel: Any,
+        title: str,
+        description: str,
+        unit: str,
+        targets: Sequence[_Target],
+        width: int,
+        height: int,
+    ) -> Any:
         panel.id(self._id()).title(title).description(description).unit(unit).datasource(self.datasource)
         panel.span(width).height(height)
         for ref_id, target in zip("ABCDEFGHIJ", targets, strict=False):
@@ -299,7 +317,9 @@ class _Board:
         )
         self.builder.with_panel(panel)
 
-    def heatmap(self, title: str, description: str, unit: str, target: _Target, *, width: int = 12, height: int = 8) -> None:
+    def heatmap(
+        self, title: str, description: str, unit: str, target: _Target, *, width: int = 12, height: int = 8
+    ) -> None:
         h, mh, mc = self.sdk.heatmap, self.sdk.m_heatmap, self.sdk.m_common
         panel = self._common(h.Panel(), title, description, unit, [target], width, height)
         panel.calculate(False)  # Prometheus buckets, already cumulative by `le`
@@ -490,7 +510,8 @@ def _event_loop(sdk: Any) -> dict[str, Any]:
     board.row("Event loop lag")
     board.timeseries(
         "Event loop lag p50 / p99",
-        f"{lag.help} Process-wide, by scrape job. Exemplars (dots) open the trace of the run whose component held the loop.",
+        f"{lag.help} Process-wide, by scrape job. Exemplars (dots) open the trace of the run whose "
+        "component held the loop.",
         "s",
         [_latency(_quantile(q, lag, ("job",)), _legend(("job",), name)) for q, name in _QUANTILES if name != "p95"],
     )
@@ -634,7 +655,9 @@ def panel_queries(dashboard: dict[str, Any]) -> list[str]:
     return queries
 
 
-_LABEL_VALUES: Final = re.compile(r"^\s*label_values\(\s*(?P<selector>.+?)\s*,\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\s*\)\s*$")
+_LABEL_VALUES: Final = re.compile(
+    r"^\s*label_values\(\s*(?P<selector>.+?)\s*,\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\s*\)\s*$"
+)
 
 
 def label_values_as_promql(query: str) -> str:
