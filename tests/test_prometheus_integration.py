@@ -178,7 +178,10 @@ async def test_dashboards_rules_exemplars_and_alerts_work_on_a_live_workload(pro
         assert not pending, f"queries with no series after {DEADLINE:.0f}s: {sorted(pending)}"
         assert alert_fired, f"{BLOCKED_LOOP_ALERT} did not fire: {api(base, '/api/v1/alerts')}"
         firing = [a for a in api(base, "/api/v1/alerts")["alerts"] if a["labels"]["alertname"] == BLOCKED_LOOP_ALERT]
-        assert {a["labels"].get("component") for a in firing} == {"blocker"}
+        # The blocking component is named, and no other component is ever blamed; a stall outside any
+        # component (an import on the first run, a garbage collection) may add a "(none)" alert.
+        blamed = {a["labels"].get("component") for a in firing}
+        assert "blocker" in blamed and blamed <= {"blocker", "(none)"}, blamed
         exemplars = api(
             base,
             "/api/v1/query_exemplars",

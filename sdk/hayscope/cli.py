@@ -72,19 +72,23 @@ def demo(runs: int, concurrency: int, metrics_port: int | None, forever: bool) -
 def dashboards(out: str, check: bool) -> int:
     from hayscope.dashboards import check_dashboards, write_dashboards
 
-    if check:
-        outdated = check_dashboards(out)
-        if outdated:
-            print(
-                f"out of date in {out}: {', '.join(outdated)}; regenerate with `hayscope dashboards --out {out}`",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"{out}: every dashboard is up to date")
+    try:
+        if check:
+            outdated = check_dashboards(out)
+            if outdated:
+                print(
+                    f"out of date in {out}: {', '.join(outdated)}; regenerate with `hayscope dashboards --out {out}`",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"{out}: every dashboard is up to date")
+            return 0
+        for path in write_dashboards(out):
+            print(path)
         return 0
-    for path in write_dashboards(out):
-        print(path)
-    return 0
+    except ImportError as error:  # grafana-foundation-sdk missing: the message names the extra to install
+        print(f"hayscope dashboards: {error}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
