@@ -157,7 +157,7 @@ async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture):
     pipeline.add_component("source", AwaitingAsync(0))
     pipeline.add_component("join", ListJoiner(list_type_=list[int]))
     for i in range(6):
-        pipeline.add_component(f"branch{i}", AwaitingAsync(0.1))
+        pipeline.add_component(f"branch{i}", AwaitingAsync(0.2))
         pipeline.add_component(f"wrap{i}", Wrap())
         pipeline.connect("source.value", f"branch{i}.value")
         pipeline.connect(f"branch{i}.value", f"wrap{i}.value")
@@ -171,8 +171,8 @@ async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture):
         if s.name.startswith("haystack.component.run branch")
     )
     assert len(waits) == 6
-    assert waits[1] < 0.05  # two start at once
-    assert waits[2] >= 0.08 and waits[4] >= 0.15  # the rest wait their turn, two by two
+    assert waits[1] < 0.1  # two start at once
+    assert waits[2] >= 0.15 and waits[4] >= 0.3  # the rest wait their turn, two by two
     assert len([s for s in capture.spans() if s.name == "waiting for the concurrency limit"]) >= 4
 
 
@@ -202,7 +202,7 @@ async def test_cpu_work_in_a_thread_is_never_blamed_for_blocking_the_loop(captur
         assert "hayscope.component.loop_held" not in span.attributes
         assert attribute(span, "hayscope.component.run_time") >= 0.3
     for span in capture.spans_named("haystack.component.run after"):
-        assert attribute(span, "hayscope.component.loop_held") < 0.02
+        assert attribute(span, "hayscope.component.loop_held") < 0.05
 
 
 async def test_a_stall_outside_any_component_is_counted_under_none(capture):
