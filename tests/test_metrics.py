@@ -25,6 +25,14 @@ def two_components(capture: TelemetryCapture, name: str = "metered"):
     return pipeline
 
 
+async def test_error_and_cancelled_series_exist_at_zero_from_the_first_run(capture):
+    await two_components(capture, "fresh").run_async({"embed": {"value": 0}})
+
+    for status in ("error", "cancelled"):
+        assert capture.sample("haystack_pipeline_runs_total", pipeline="fresh", status=status) == 0
+        assert capture.sample("haystack_pipeline_run_duration_seconds_count", pipeline="fresh", status=status) == 0
+
+
 async def test_each_run_and_execution_is_counted_with_its_labels(capture):
     pipeline = two_components(capture)
     for i in range(3):
@@ -132,7 +140,10 @@ async def test_buckets_can_be_set_once_per_registry():
     pipeline.add_component("only", AsyncAdd(1))
     await pipeline.run_async({"only": {"value": 0}})
 
-    bounds = re.findall(r'haystack_pipeline_run_duration_seconds_bucket\{le="([^"]+)"', openmetrics(registry).decode())
+    bounds = re.findall(
+        r'haystack_pipeline_run_duration_seconds_bucket\{le="([^"]+)",pipeline="coarse",status="ok"\}',
+        openmetrics(registry).decode(),
+    )
     assert bounds == ["0.5", "2.0", "+Inf"]
     assert register_metrics(registry) is register_metrics(registry, duration_buckets=[0.5, 2.0])
     with pytest.raises(ValueError, match=r"duration_buckets=\(1\.0,\) differ from the buckets already registered"):

@@ -29,6 +29,8 @@ RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
 # A wait longer than this gets a child span of its own, to be seen in a waterfall.
 WAIT_SPAN_THRESHOLD = 0.05
 
+STATUSES = (semconv.STATUS_OK, semconv.STATUS_ERROR, semconv.STATUS_CANCELLED)
+
 _loop_logger = structlog.get_logger("hayscope.loop")
 EXECUTION_KEY = otel_context.create_key("hayscope.component_execution")
 
@@ -89,6 +91,9 @@ class PipelineTelemetry:
         self.span_name = f"{semconv.PIPELINE_SPAN} {name}"
         self._components: dict[tuple[str, type, str], ComponentTelemetry] = {}
         self._in_flight = metrics.pipeline_runs_in_flight.labels(self.label)
+        for status in STATUSES:  # error and cancelled exist at zero from the start, for ratio queries
+            metrics.pipeline_runs.labels(self.label, status)
+            metrics.pipeline_run_duration.labels(self.label, status)
 
     @property
     def executor(self) -> ExecutorState:
@@ -141,7 +146,7 @@ class ComponentTelemetry:
         self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
         self._children: dict[tuple[Histogram, str], Histogram] = {}
-        for status in (semconv.STATUS_OK, semconv.STATUS_ERROR, semconv.STATUS_CANCELLED):
+        for status in STATUSES:
             self.histogram(metrics.component_duration, status)  # error and cancelled exist at zero from the start
 
     def histogram(self, metric: Histogram, status: str) -> Histogram:
