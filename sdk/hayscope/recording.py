@@ -180,9 +180,14 @@ class PipelineRun:
         if scheduled is not None:
             scheduled_at, start_ns = scheduled
             schedule_wait = now - scheduled_at
-        span = component.tracer.start_span(
-            component.span_name, context=self.context, attributes=component.attributes, start_time=start_ns
-        )
+        if self.span.is_recording():
+            span = component.tracer.start_span(
+                component.span_name, context=self.context, attributes=component.attributes, start_time=start_ns
+            )
+        else:
+            # An unsampled run's executions are not sampled either: they share its non-recording
+            # span instead of asking the sampler again (most of what an unsampled run would cost).
+            span = self.span
         component.in_flight.inc()
         execution = ComponentExecution(component, span, self.context, scheduled[0] if scheduled else now, schedule_wait)
         if start_ns is not None and schedule_wait is not None and schedule_wait > WAIT_SPAN_THRESHOLD:
