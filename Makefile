@@ -25,6 +25,7 @@ test: system-deps $(INSTALLED)
 
 bench: $(INSTALLED)
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_loop_monitor.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info sdk/*.egg-info
