@@ -24,8 +24,8 @@ test: system-deps $(INSTALLED)
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest
 
 bench: $(INSTALLED)
-	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_loop_monitor.py
+	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/bench_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info sdk/*.egg-info
