@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_overhead as bench  # noqa: E402
+
 import hayscope.pipeline as hayscope_pipeline  # noqa: E402
 import hayscope.recording as hayscope_recording  # noqa: E402
 from hayscope import TracedAsyncPipeline  # noqa: E402

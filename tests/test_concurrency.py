@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from components import AsyncAdd, Gate, SyncAdd
 from opentelemetry import trace
 
+from components import AsyncAdd, Gate, SyncAdd
 from hayscope.testing import TelemetryCapture
 
 COMPONENTS = ("first", "second", "third")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from components import AsyncAdd, AsyncFail, Gate, SyncFail, ThreadGate
 from haystack import Pipeline
 from haystack.core.errors import PipelineRuntimeError
 from opentelemetry.trace import StatusCode
+
+from components import AsyncAdd, AsyncFail, Gate, SyncFail, ThreadGate
 
 
 def failing(build, fail_class):

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from components import AsyncAdd, Gate, SyncAdd
 from haystack import Pipeline, SuperComponent, tracing
 from haystack_integrations.tracing.opentelemetry import OpenTelemetryTracer
 from opentelemetry import trace
 
+from components import AsyncAdd, Gate, SyncAdd
 from hayscope.testing import TelemetryCapture, span_tree
 
 

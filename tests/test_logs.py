@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from components import AsyncTraced, SyncTraced
 from structlog.testing import LogCapture
 
+from components import AsyncTraced, SyncTraced
 from hayscope import add_trace_context
 
 

@@ -6,12 +6,12 @@ import asyncio
 import re
 
 import pytest
-from components import AsyncAdd, Gate, SyncAdd
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from components import AsyncAdd, Gate, SyncAdd
 from hayscope import CATALOGUE, TracedAsyncPipeline, register_metrics
 from hayscope.metrics import DEFAULT_DURATION_BUCKETS, MAX_PIPELINE_LABEL_VALUES, OVERFLOW_LABEL_VALUE
 from hayscope.testing import TelemetryCapture

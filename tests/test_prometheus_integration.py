@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 import yaml
-from components import AsyncAdd, AsyncFail, SyncAdd
 from haystack import component
 from prometheus_client import CollectorRegistry
 
+from components import AsyncAdd, AsyncFail, SyncAdd
 from hayscope import TracedAsyncPipeline, setup_telemetry
 from hayscope.dashboards import build_dashboards, label_values_as_promql, panel_queries
 from hayscope.testing import OtlpReceiver

@@ -11,10 +11,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from components import AsyncAdd
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from components import AsyncAdd
 from hayscope import TracedAsyncPipeline, setup_telemetry
 from hayscope.testing import span_tree
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from components import AsyncAdd, AsyncTraced, SyncAdd, SyncTraced
 from opentelemetry import trace
 
+from components import AsyncAdd, AsyncTraced, SyncAdd, SyncTraced
 from hayscope import TracedAsyncPipeline
 from hayscope.testing import TelemetryCapture, span_tree
 

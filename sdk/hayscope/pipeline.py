@@ -11,23 +11,23 @@ import asyncio
 import contextvars
 import threading
 import time
-from concurrent.futures import Executor
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 from haystack import Pipeline, tracing
 from haystack.core.pipeline.breakpoint import SnapshotCallback
-from haystack.dataclasses.breakpoints import Breakpoint, PipelineSnapshot
 from haystack.core.serialization_security import mark_deserialization_internal
+from haystack.dataclasses.breakpoints import Breakpoint, PipelineSnapshot
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from hayscope import semconv
 from hayscope._version import __version__
+from hayscope.executor import ExecutorState, executor_state
 from hayscope.haystack_bridge import ensure_bridge
 from hayscope.metrics import register_metrics
-from hayscope.executor import ExecutorState, executor_state
 from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution, PipelineRun, PipelineTelemetry, current_run
 from hayscope.timing import LoopHeldTimer
 
