@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from haystack import component
+from haystack.dataclasses import ChatMessage
 from prometheus_client import CollectorRegistry
 
 from components import AsyncAdd, AsyncFail, SyncAdd
@@ -103,6 +104,18 @@ class LoopBlocker:
         return {"value": value}
 
 
+@component
+class CountingChat:
+    """A chat generator (messages in, replies out) reporting token usage: feeds the GenAI panels."""
+
+    model = "counting-chat"
+
+    @component.output_types(replies=list[ChatMessage])
+    def run(self, value: int, messages: list[ChatMessage] | None = None) -> dict[str, Any]:
+        usage = {"prompt_tokens": 10 + value, "completion_tokens": 3}
+        return {"replies": [ChatMessage.from_assistant(str(value), meta={"model": self.model, "usage": usage})]}
+
+
 def workload_pipelines(**telemetry: Any) -> tuple[TracedAsyncPipeline, TracedAsyncPipeline]:
     rag = TracedAsyncPipeline(name="rag", **telemetry, max_workers=2)
     rag.add_component("embed", SyncAdd(1))
@@ -110,6 +123,8 @@ def workload_pipelines(**telemetry: Any) -> tuple[TracedAsyncPipeline, TracedAsy
     rag.add_component("blocker", LoopBlocker())
     rag.connect("embed.value", "retrieve.value")
     rag.connect("retrieve.value", "blocker.value")
+    rag.add_component("llm", CountingChat())
+    rag.connect("blocker.value", "llm.value")
     failing = TracedAsyncPipeline(name="failing", **telemetry)
     failing.add_component("start", AsyncAdd(1))
     failing.add_component("broken", AsyncFail("upstream down"))

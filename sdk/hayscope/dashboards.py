@@ -493,6 +493,23 @@ def _components(sdk: Any) -> dict[str, Any]:
         width=8,
         repeat=COMPONENT_VARIABLE,
     )
+
+    tokens, operation = metrics.GENAI_TOKEN_USAGE, metrics.GENAI_OPERATION_DURATION
+    board.row("GenAI: generators, embedders, retrievers")
+    token_keys = ("gen_ai_request_model", "gen_ai_token_type")
+    board.timeseries(
+        "Tokens per second by model and token type",
+        f"{tokens.help} Summed over all pipelines.",
+        "short",
+        [_Target(_rate(tokens, token_keys, "_sum"), _legend(token_keys))],
+    )
+    operation_keys = ("gen_ai_operation_name", "gen_ai_request_model")
+    board.timeseries(
+        "GenAI operation duration p95 by operation and model",
+        f"{operation.help} Exemplars (dots) open the execution's trace.",
+        "s",
+        [_latency(_quantile(0.95, operation, operation_keys), _legend(operation_keys))],
+    )
     return board.build()
 
 

@@ -165,6 +165,26 @@ EVENT_LOOP_BLOCKED: Final = MetricSpec(
     ("pipeline", "component"),
 )
 
+# The OpenTelemetry GenAI conventions' bucket layouts (powers of 4 tokens; doubling seconds from 10 ms).
+TOKEN_BUCKETS: Final[tuple[float, ...]] = tuple(4.0**i for i in range(14))
+GENAI_DURATION_BUCKETS: Final[tuple[float, ...]] = tuple(0.01 * 2**i for i in range(14))
+GENAI_TOKEN_USAGE: Final = MetricSpec(
+    "gen_ai_client_token_usage",
+    "histogram",
+    "Tokens used by one generator or embedder call, by token type (input, output), from what the component returned.",
+    "",
+    ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"),
+    TOKEN_BUCKETS,
+)
+GENAI_OPERATION_DURATION: Final = MetricSpec(
+    "gen_ai_client_operation_duration_seconds",
+    "histogram",
+    "Wall time of one generator, embedder or retriever execution (chat, text_completion, embeddings, retrieval).",
+    "seconds",
+    ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"),
+    GENAI_DURATION_BUCKETS,
+)
+
 CATALOGUE: Final[tuple[MetricSpec, ...]] = (
     PIPELINE_RUN_DURATION,
     PIPELINE_RUNS,
@@ -180,6 +200,8 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
     EXECUTOR_QUEUE_DEPTH,
     EVENT_LOOP_LAG,
     EVENT_LOOP_BLOCKED,
+    GENAI_TOKEN_USAGE,
+    GENAI_OPERATION_DURATION,
 )
 
 
@@ -239,6 +261,9 @@ class Metrics:
         self.components_in_flight = self._gauge(COMPONENTS_IN_FLIGHT)
         self.event_loop_lag = self._histogram(EVENT_LOOP_LAG, LAG_BUCKETS)
         self.event_loop_blocked = self._counter(EVENT_LOOP_BLOCKED)
+        self.genai_models = _BoundedValues(MAX_PIPELINE_LABEL_VALUES)
+        self.genai_token_usage = self._histogram(GENAI_TOKEN_USAGE, TOKEN_BUCKETS)
+        self.genai_operation_duration = self._histogram(GENAI_OPERATION_DURATION, GENAI_DURATION_BUCKETS)
         registry.register(_ExecutorCollector())
 
     def _histogram(self, spec: MetricSpec, buckets: Sequence[float] | None = None) -> Histogram:

@@ -276,7 +276,7 @@ class TracedAsyncPipeline(Pipeline):
             return Pipeline._run_component(
                 component_name, component, inputs, component_visits, parent_span, break_point=break_point
             )
-        execution = run.start_component(component_name, component["instance"], semconv.MODE_SYNC)
+        execution = run.start_component(component_name, component["instance"], semconv.MODE_SYNC, inputs)
         execution.thread = threading.current_thread()
         token = otel_context.attach(execution.context)
         try:
@@ -288,14 +288,14 @@ class TracedAsyncPipeline(Pipeline):
             raise
         finally:
             otel_context.detach(token)
-        execution.finish(component_visits[component_name])
+        execution.finish(component_visits[component_name], outputs=outputs)
         return outputs
 
 
 async def _run_on_loop(run: PipelineRun, args: _ComponentArgs, break_point: Breakpoint | None) -> Mapping[str, Any]:
     """An async component: haystack awaits its `run_async`; every step of it is timed on the loop."""
-    component_name, component, _inputs, component_visits, _parent_span = args
-    execution = run.start_component(component_name, component["instance"], semconv.MODE_ASYNC)
+    component_name, component, inputs, component_visits, _parent_span = args
+    execution = run.start_component(component_name, component["instance"], semconv.MODE_ASYNC, inputs)
     token = otel_context.attach(execution.context)
     try:
         outputs = await LoopHeldTimer(Pipeline._run_component_async(*args, break_point=break_point), execution)
@@ -304,7 +304,7 @@ async def _run_on_loop(run: PipelineRun, args: _ComponentArgs, break_point: Brea
         raise
     finally:
         otel_context.detach(token)
-    execution.finish(component_visits[component_name])
+    execution.finish(component_visits[component_name], outputs=outputs)
     return outputs
 
 
@@ -317,7 +317,7 @@ async def _run_in_worker_thread(
     await returns, which is where haystack's thread-offloading path counts it too.
     """
     component_name, component, inputs, component_visits, parent_span = args
-    execution = run.start_component(component_name, component["instance"], semconv.MODE_THREAD)
+    execution = run.start_component(component_name, component["instance"], semconv.MODE_THREAD, inputs)
     worker_visits = {component_name: component_visits[component_name]}
     worker_args = (component_name, component, inputs, worker_visits, parent_span)
     state = run.telemetry.executor
@@ -336,7 +336,7 @@ async def _run_in_worker_thread(
         raise
     _record_queue_wait(execution, started, submitted, submitted_ns)
     component_visits[component_name] = worker_visits[component_name]
-    execution.finish(component_visits[component_name])
+    execution.finish(component_visits[component_name], outputs=outputs)
     return outputs
 
 

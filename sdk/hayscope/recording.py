@@ -21,7 +21,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
-from hayscope import semconv
+from hayscope import genai, semconv
+from hayscope.content import content_capture
 from hayscope.executor import ExecutorState
 from hayscope.metrics import Metrics
 
@@ -108,11 +109,11 @@ class PipelineTelemetry:
         self._in_flight.inc()
         return PipelineRun(self, span, parent)
 
-    def component(self, name: str, component_type: type, mode: str) -> ComponentTelemetry:
-        key = (name, component_type, mode)
+    def component(self, name: str, instance: Any, mode: str) -> ComponentTelemetry:
+        key = (name, type(instance), mode)
         telemetry = self._components.get(key)
         if telemetry is None:
-            telemetry = self._components[key] = ComponentTelemetry(self, name, component_type, mode)
+            telemetry = self._components[key] = ComponentTelemetry(self, name, instance, mode)
         return telemetry
 
     def end_run(self, span: Span, started: float, error: BaseException | None) -> None:
@@ -128,9 +129,21 @@ class PipelineTelemetry:
 class ComponentTelemetry:
     """Per component and mode: the span name, static attributes and cached metric children."""
 
-    __slots__ = ("_children", "_labels", "attributes", "blocked", "in_flight", "metrics", "span_name", "tracer")
+    __slots__ = (
+        "_children",
+        "_labels",
+        "attributes",
+        "blocked",
+        "genai",
+        "genai_duration",
+        "in_flight",
+        "metrics",
+        "span_name",
+        "tracer",
+    )
 
-    def __init__(self, pipeline: PipelineTelemetry, name: str, component_type: type, mode: str) -> None:
+    def __init__(self, pipeline: PipelineTelemetry, name: str, instance: Any, mode: str) -> None:
+        component_type = type(instance)
         metrics = self.metrics = pipeline.metrics
         component_label = metrics.component_names.admit(name)
         type_label = metrics.component_types.admit(component_type.__name__)
@@ -142,6 +155,14 @@ class ComponentTelemetry:
             semconv.COMPONENT_EXECUTION_MODE: mode,
             semconv.PIPELINE_NAME: pipeline.name,
         }
+        # Generators, embedders and retrievers also get the GenAI attributes and metrics.
+        self.genai = genai.operation_of(instance)
+        self.genai_duration: Histogram | None = None
+        if self.genai is not None:
+            self.attributes.update(self.genai.attributes)
+            self.genai_duration = metrics.genai_operation_duration.labels(
+                self.genai.operation, self.genai.provider, metrics.genai_models.admit(self.genai.request_model)
+            )
         self.in_flight = metrics.components_in_flight.labels(pipeline.label, component_label, mode)
         self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
@@ -171,9 +192,11 @@ class PipelineRun:
         self.scheduled: dict[str, tuple[float, int]] = {}
         self._started = time.perf_counter()
 
-    def start_component(self, name: str, instance: Any, mode: str) -> ComponentExecution:
+    def start_component(
+        self, name: str, instance: Any, mode: str, inputs: Mapping[str, Any] | None = None
+    ) -> ComponentExecution:
         """Open the execution's span; it starts when the pipeline scheduled the component, if it did."""
-        component = self.telemetry.component(name, type(instance), mode)
+        component = self.telemetry.component(name, instance, mode)
         now = time.perf_counter()
         scheduled = self.scheduled.pop(name, None)
         start_ns = schedule_wait = None
@@ -184,6 +207,8 @@ class PipelineRun:
             span = component.tracer.start_span(
                 component.span_name, context=self.context, attributes=component.attributes, start_time=start_ns
             )
+            if component.genai is not None and inputs is not None:
+                span.set_attributes(genai.input_attributes(component.genai, inputs, content_capture()))
         else:
             # An unsampled run's executions are not sampled either: they share its non-recording
             # span instead of asking the sampler again (most of what an unsampled run would cost).
@@ -270,7 +295,9 @@ class ComponentExecution:
             frames=frames,
         )
 
-    def finish(self, visits: int | None, error: BaseException | None = None) -> None:
+    def finish(
+        self, visits: int | None, error: BaseException | None = None, outputs: Mapping[str, Any] | None = None
+    ) -> None:
         elapsed = time.perf_counter() - self._started
         status = status_of(error)
         component = self._component
@@ -297,4 +324,29 @@ class ComponentExecution:
             if self.thread is not None:
                 attributes[semconv.THREAD_ID] = self.thread.ident or 0
                 attributes[semconv.THREAD_NAME] = self.thread.name
+        if component.genai is not None:
+            attributes.update(self._record_genai(component, elapsed, exemplar, outputs))
         _end_span(self.span, status, error, attributes)
+
+    def _record_genai(
+        self,
+        component: ComponentTelemetry,
+        elapsed: float,
+        exemplar: dict[str, str] | None,
+        outputs: Mapping[str, Any] | None,
+    ) -> dict[str, AttributeValue]:
+        operation = component.genai
+        assert operation is not None and component.genai_duration is not None
+        component.genai_duration.observe(elapsed, exemplar)
+        if not isinstance(outputs, Mapping):
+            return {}
+        try:
+            result = genai.result_of(operation, outputs, content_capture())
+        except Exception:  # odd outputs of a third-party component must never fail the run
+            return {}
+        metrics = component.metrics
+        model = metrics.genai_models.admit(operation.request_model)
+        for token_type, count in ((genai.TOKEN_INPUT, result.input_tokens), (genai.TOKEN_OUTPUT, result.output_tokens)):
+            if count is not None:
+                metrics.genai_token_usage.labels(operation.operation, model, token_type).observe(count, exemplar)
+        return result.attributes
