@@ -194,13 +194,17 @@ async def test_content_capture_records_messages_cut_and_redacted(capture):
     attributes = span_of(capture, "llm").attributes
     prompt = attributes[genai.INPUT_MESSAGES]
     assert prompt.startswith(json.dumps([{"role": "user", "content": "The [landmark] still stands. Which"}])[:60])
-    assert prompt.endswith(TRUNCATED_MARKER.format(length=len(json.dumps(
-        [{"role": "user", "content": "The [landmark] still stands. Which wonder stands?"}]
-    ))))
+    assert prompt.endswith(TRUNCATED_MARKER) and len(prompt) == 60 + len(TRUNCATED_MARKER)
     reply = attributes[genai.OUTPUT_MESSAGES]
     assert reply[:60] == json.dumps([{"role": "assistant", "content": "x" * 100}])[:60]
     assert "truncated by hayscope" in reply
-    assert seen == [genai.INPUT_MESSAGES, genai.OUTPUT_MESSAGES]
+    assert set(seen) == {
+        genai.INPUT_MESSAGES,
+        genai.OUTPUT_MESSAGES,
+        "haystack.pipeline.input_data",
+        "haystack.component.input",
+        "haystack.component.output",
+    }
 
 
 async def test_a_failing_redaction_hook_drops_the_value_and_not_the_run(capture):

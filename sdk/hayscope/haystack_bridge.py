@@ -29,7 +29,11 @@ from hayscope.recording import current_execution, current_run
 
 
 class _HayscopeSpan(tracing.Span):
-    """haystack's view of a span hayscope opened; content tags only with content tracing on."""
+    """haystack's view of a span hayscope opened; content tags only through hayscope's content capture.
+
+    hayscope records content itself (recording.py), so haystack's content tags are dropped here;
+    haystack's other tags land as they are.
+    """
 
     __slots__ = ("_span",)
 
@@ -37,7 +41,7 @@ class _HayscopeSpan(tracing.Span):
         self._span = span
 
     def set_tag(self, key: str, value: Any) -> None:
-        if key in semconv.HAYSTACK_CONTENT_TAGS and not tracing.tracer.is_content_tracing_enabled:
+        if key in semconv.HAYSTACK_CONTENT_TAGS:
             return
         if self._span.is_recording():
             self._span.set_attribute(key, tracing_utils.coerce_tag_value(value))

@@ -180,7 +180,7 @@ class TracedAsyncPipeline(Pipeline):
         snapshot_callback: SnapshotCallback | None = None,
     ) -> dict[str, Any]:
         """Runs the pipeline synchronously, exactly as `haystack.Pipeline.run`, inside a pipeline span."""
-        run = self._get_telemetry().start_run(self._run_attributes("sync"))
+        run = self._get_telemetry().start_run(self._run_attributes("sync"), data)
         token = otel_context.attach(run.context)
         try:
             result = super().run(
@@ -195,7 +195,7 @@ class TracedAsyncPipeline(Pipeline):
             raise
         finally:
             otel_context.detach(token)
-        run.finish()
+        run.finish(outputs=result)
         return result
 
     @mark_deserialization_internal
@@ -210,7 +210,7 @@ class TracedAsyncPipeline(Pipeline):
         """
         attributes = self._run_attributes("async")
         attributes[semconv.PIPELINE_CONCURRENCY_LIMIT] = concurrency_limit
-        run = self._get_telemetry().start_run(attributes)
+        run = self._get_telemetry().start_run(attributes, data)
         steps = super().run_async_generator(
             data, include_outputs_from=include_outputs_from, concurrency_limit=concurrency_limit
         )

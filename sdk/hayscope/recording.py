@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
 from hayscope import genai, semconv
-from hayscope.content import content_capture
+from hayscope.content import content_capture, remember_secrets, scrub, secrets_of
 from hayscope.executor import ExecutorState
 from hayscope.metrics import Metrics
 
@@ -72,9 +73,24 @@ def _end_span(
             attributes[semconv.ERROR_TYPE] = semconv.error_type(error)  # type: ignore[arg-type]
         span.set_attributes(attributes)
         if failed:
-            span.record_exception(error)  # type: ignore[arg-type]
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            # Messages and tracebacks can quote a credential (a URL with a token, a header): scrubbed.
+            message = scrub(str(error))
+            span.record_exception(
+                error,  # type: ignore[arg-type]
+                {"exception.message": message, "exception.stacktrace": scrub(_traceback(error))},
+            )
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
     span.end()
+
+
+def _traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _content_attributes(key: str, value: Any) -> dict[str, AttributeValue]:
+    """`{key: text}` when content capture is on and lets the value out, else nothing."""
+    text = content_capture().text(key, value)
+    return {} if text is None else {key: text}
 
 
 class PipelineTelemetry:
@@ -103,9 +119,11 @@ class PipelineTelemetry:
             self._executor = self._executor_factory()
         return self._executor
 
-    def start_run(self, attributes: Mapping[str, AttributeValue]) -> PipelineRun:
+    def start_run(self, attributes: Mapping[str, AttributeValue], data: Any = None) -> PipelineRun:
         parent = otel_context.get_current()
         span = self.tracer.start_span(self.span_name, context=parent, attributes=attributes)
+        if data is not None and content_capture().enabled and span.is_recording():
+            span.set_attributes(_content_attributes(semconv.PIPELINE_INPUT_DATA, data))
         self._in_flight.inc()
         return PipelineRun(self, span, parent)
 
@@ -116,14 +134,17 @@ class PipelineTelemetry:
             telemetry = self._components[key] = ComponentTelemetry(self, name, instance, mode)
         return telemetry
 
-    def end_run(self, span: Span, started: float, error: BaseException | None) -> None:
+    def end_run(self, span: Span, started: float, error: BaseException | None, outputs: Any = None) -> None:
         elapsed = time.perf_counter() - started
         status = status_of(error)
         self._in_flight.dec()
         metrics = self.metrics
         metrics.pipeline_run_duration.labels(self.label, status).observe(elapsed, _exemplar(span))
         metrics.pipeline_runs.labels(self.label, status).inc()
-        _end_span(span, status, error)
+        attributes: dict[str, AttributeValue] = {}
+        if outputs is not None and content_capture().enabled and span.is_recording():
+            attributes = _content_attributes(semconv.PIPELINE_OUTPUT_DATA, outputs)
+        _end_span(span, status, error, attributes)
 
 
 class ComponentTelemetry:
@@ -155,6 +176,7 @@ class ComponentTelemetry:
             semconv.COMPONENT_EXECUTION_MODE: mode,
             semconv.PIPELINE_NAME: pipeline.name,
         }
+        remember_secrets(secrets_of(instance))  # so that content capture can never export them
         # Generators, embedders and retrievers also get the GenAI attributes and metrics.
         self.genai = genai.operation_of(instance)
         self.genai_duration: Histogram | None = None
@@ -207,8 +229,11 @@ class PipelineRun:
             span = component.tracer.start_span(
                 component.span_name, context=self.context, attributes=component.attributes, start_time=start_ns
             )
-            if component.genai is not None and inputs is not None:
-                span.set_attributes(genai.input_attributes(component.genai, inputs, content_capture()))
+            capture = content_capture()
+            if capture.enabled and inputs is not None:
+                span.set_attributes(_content_attributes(semconv.COMPONENT_INPUT, inputs))
+                if component.genai is not None:
+                    span.set_attributes(genai.input_attributes(component.genai, inputs, capture))
         else:
             # An unsampled run's executions are not sampled either: they share its non-recording
             # span instead of asking the sampler again (most of what an unsampled run would cost).
@@ -223,8 +248,8 @@ class PipelineRun:
         """The pipeline has just decided to run `name` (haystack's _schedule_component)."""
         self.scheduled[name] = (time.perf_counter(), time.time_ns())
 
-    def finish(self, error: BaseException | None = None) -> None:
-        self.telemetry.end_run(self.span, self._started, error)
+    def finish(self, error: BaseException | None = None, outputs: Any = None) -> None:
+        self.telemetry.end_run(self.span, self._started, error, outputs)
 
 
 class ComponentExecution:
@@ -326,6 +351,8 @@ class ComponentExecution:
                 attributes[semconv.THREAD_NAME] = self.thread.name
         if component.genai is not None:
             attributes.update(self._record_genai(component, elapsed, exemplar, outputs))
+        if outputs is not None and content_capture().enabled and self.span.is_recording():
+            attributes.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
         _end_span(self.span, status, error, attributes)
 
     def _record_genai(

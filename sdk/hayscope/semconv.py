@@ -42,15 +42,12 @@ THREAD_ID: Final = "thread.id"
 THREAD_NAME: Final = "thread.name"
 ERROR_TYPE: Final = "error.type"
 
-# What haystack's own tracer records as content; it reaches a span only through content tracing.
-HAYSTACK_CONTENT_TAGS: Final = frozenset(
-    {
-        "haystack.pipeline.input_data",
-        "haystack.pipeline.output_data",
-        "haystack.component.input",
-        "haystack.component.output",
-    }
-)
+# Content: the keys haystack's own tracer uses, on spans only when content capture is on (content.py).
+PIPELINE_INPUT_DATA: Final = "haystack.pipeline.input_data"
+PIPELINE_OUTPUT_DATA: Final = "haystack.pipeline.output_data"
+COMPONENT_INPUT: Final = "haystack.component.input"
+COMPONENT_OUTPUT: Final = "haystack.component.output"
+HAYSTACK_CONTENT_TAGS: Final = frozenset({PIPELINE_INPUT_DATA, PIPELINE_OUTPUT_DATA, COMPONENT_INPUT, COMPONENT_OUTPUT})
 
 MODE_ASYNC: Final = "async"
 MODE_THREAD: Final = "thread"
