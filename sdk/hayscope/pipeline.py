@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Self
 
 from haystack import Pipeline, tracing
+from haystack.core.component import Component
+from haystack.core.errors import PipelineValidationError
 from haystack.core.pipeline.breakpoint import SnapshotCallback
 from haystack.core.serialization_security import mark_deserialization_internal
 from haystack.dataclasses.breakpoints import Breakpoint, PipelineSnapshot
@@ -52,6 +54,24 @@ def _check_name(name: object) -> str:
             "name='rag'; it labels this pipeline's spans and metrics."
         )
     return name
+
+
+def _check_component(name: object, instance: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"component name {name!r} is not a non-empty string: pass a name such as 'retriever', "
+            "which labels the component's spans and metrics."
+        )
+    if isinstance(instance, type):
+        raise PipelineValidationError(
+            f"component {name!r}: {instance.__name__} is a class, not an instance: pass {instance.__name__}(...) instead."
+        )
+    if isinstance(instance, Component):
+        return
+    raise PipelineValidationError(
+        f"component {name!r}: {instance!r} (a {type(instance).__name__}) is not a haystack component: "
+        "pass an instance of a class decorated with @haystack.component."
+    )
 
 
 class TracedAsyncPipeline(Pipeline):
@@ -103,6 +123,19 @@ class TracedAsyncPipeline(Pipeline):
         self._executor = executor
         self._max_workers = max_workers
         self.configure_telemetry(tracer_provider=tracer_provider, registry=registry)
+
+    def add_component(self, name: str, instance: Component) -> Self:
+        """As `haystack.Pipeline.add_component`, with errors that say what was passed and what to pass."""
+        _check_component(name, instance)
+        return super().add_component(name, instance)
+
+    def add_components(self, components: dict[str, Component]) -> Self:
+        """As `haystack.Pipeline.add_components`, with errors that say what was passed and what to pass."""
+        if not isinstance(components, dict):
+            raise TypeError(f"components={components!r} is not a dict: pass {{'name': MyComponent(), ...}}.")
+        for name, instance in components.items():
+            _check_component(name, instance)
+        return super().add_components(components)
 
     @property
     def name(self) -> str:

@@ -62,8 +62,44 @@ def _exemplar(span: Span) -> dict[str, str] | None:
     return {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
 
 
+_failure_logger = structlog.get_logger("hayscope.telemetry")
+_FAILURE_LOG_INTERVAL = 60.0
+_last_failure_log: dict[str, float] = {}
+
+
+def telemetry_failed(action: str, error: Exception) -> None:
+    """A span processor, sampler or exporter plug-in raised: the run goes on; logged once a minute per action."""
+    now = time.monotonic()
+    if now - _last_failure_log.get(action, -_FAILURE_LOG_INTERVAL) >= _FAILURE_LOG_INTERVAL:
+        _last_failure_log[action] = now
+        _failure_logger.warning("telemetry failed; the pipeline is not affected", action=action, error=repr(error))
+
+
+def _start_span(
+    tracer: trace.Tracer,
+    name: str,
+    context: otel_context.Context,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    start_time: int | None = None,
+) -> Span:
+    try:
+        return tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+    except Exception as error:  # a plug-in failed: the execution goes on without a span
+        telemetry_failed("start span", error)
+        return trace.INVALID_SPAN
+
+
 def _end_span(
     span: Span, status: str, error: BaseException | None, attributes: dict[str, AttributeValue] | None = None
+) -> None:
+    try:
+        _finish_span(span, status, error, attributes)
+    except Exception as failure:  # a span processor's on_end, or a sampler's attribute hook, failed
+        telemetry_failed("end span", failure)
+
+
+def _finish_span(
+    span: Span, status: str, error: BaseException | None, attributes: dict[str, AttributeValue] | None
 ) -> None:
     if span.is_recording():
         attributes = attributes if attributes is not None else {}
@@ -121,7 +157,7 @@ class PipelineTelemetry:
 
     def start_run(self, attributes: Mapping[str, AttributeValue], data: Any = None) -> PipelineRun:
         parent = otel_context.get_current()
-        span = self.tracer.start_span(self.span_name, context=parent, attributes=attributes)
+        span = _start_span(self.tracer, self.span_name, parent, attributes)
         if data is not None and content_capture().enabled and span.is_recording():
             span.set_attributes(_content_attributes(semconv.PIPELINE_INPUT_DATA, data))
         self._in_flight.inc()
@@ -226,9 +262,7 @@ class PipelineRun:
             scheduled_at, start_ns = scheduled
             schedule_wait = now - scheduled_at
         if self.span.is_recording():
-            span = component.tracer.start_span(
-                component.span_name, context=self.context, attributes=component.attributes, start_time=start_ns
-            )
+            span = _start_span(component.tracer, component.span_name, self.context, component.attributes, start_ns)
             capture = content_capture()
             if capture.enabled and inputs is not None:
                 span.set_attributes(_content_attributes(semconv.COMPONENT_INPUT, inputs))
@@ -299,7 +333,11 @@ class ComponentExecution:
     def wait_span(self, name: str, start_ns: int, end_ns: int) -> None:
         """A child span covering a wait, so that it shows as a named bar in a waterfall."""
         if self.span.is_recording():
-            self._component.tracer.start_span(name, context=self.context, start_time=start_ns).end(end_time=end_ns)
+            span = _start_span(self._component.tracer, name, self.context, start_time=start_ns)
+            try:
+                span.end(end_time=end_ns)
+            except Exception as error:
+                telemetry_failed("end span", error)
 
     def blocked_loop(self, seconds: float) -> None:
         """This execution's code held the event loop for `seconds` in one step (called on the loop)."""

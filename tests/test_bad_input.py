@@ -1,0 +1,132 @@
+"""Bad use gets a clear error at set-up time; the hot path never raises because of telemetry."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from haystack.components.builders import PromptBuilder
+from haystack.core.errors import PipelineValidationError
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from prometheus_client import CollectorRegistry
+
+from components import AsyncAdd, AsyncFail, SyncAdd
+from hayscope import LoopLagMonitor, TracedAsyncPipeline, register_metrics
+from hayscope.content import configure_content_capture
+from hayscope.testing import TelemetryCapture
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: TracedAsyncPipeline(name=7), TypeError, r"name=7 is not a usable pipeline name: pass a short"),
+        (lambda: TracedAsyncPipeline(name="  "), TypeError, r"name='  ' is not a usable pipeline name"),
+        (lambda: TracedAsyncPipeline(registry="default"), TypeError, r"registry='default' is not a prometheus_client"),
+        (lambda: TracedAsyncPipeline(tracer_provider=object()), TypeError, r"is not an opentelemetry TracerProvider"),
+        (lambda: TracedAsyncPipeline(executor=4), TypeError, r"executor=4 is not a concurrent.futures.Executor"),
+        (lambda: TracedAsyncPipeline(max_workers=0), ValueError, r"max_workers=0 must be a whole number of threads"),
+        (lambda: TracedAsyncPipeline(max_workers=True), ValueError, r"max_workers=True must be a whole number"),
+        (lambda: TracedAsyncPipeline(max_workers="8"), ValueError, r"max_workers='8' must be a whole number"),
+        (
+            lambda: TracedAsyncPipeline(executor=ThreadPoolExecutor(1), max_workers=2),
+            ValueError,
+            r"pass executor= or max_workers=, not both",
+        ),
+        (
+            lambda: TracedAsyncPipeline().add_component("builder", PromptBuilder),
+            PipelineValidationError,
+            r"component 'builder': PromptBuilder is a class, not an instance: pass PromptBuilder\(...\) instead",
+        ),
+        (
+            lambda: TracedAsyncPipeline().add_component("fn", len),
+            PipelineValidationError,
+            r"component 'fn': <built-in function len> \(a builtin_function_or_method\) is not a haystack component",
+        ),
+        (
+            lambda: TracedAsyncPipeline().add_component(3, SyncAdd()),
+            TypeError,
+            r"component name 3 is not a non-empty string: pass a name such as 'retriever'",
+        ),
+        (
+            lambda: TracedAsyncPipeline().add_components({"a": SyncAdd(), "b": "not one"}),
+            PipelineValidationError,
+            r"component 'b': 'not one' \(a str\) is not a haystack component",
+        ),
+        (lambda: TracedAsyncPipeline().configure_telemetry(name=""), TypeError, r"name='' is not a usable"),
+        (lambda: register_metrics("registry"), TypeError, r"registry='registry' is not a prometheus_client"),
+        (
+            lambda: register_metrics(CollectorRegistry(), duration_buckets=[0.1, -1]),
+            ValueError,
+            r"duration_buckets=\(0.1, -1\) is not usable: give a non-empty list of positive finite",
+        ),
+        (lambda: LoopLagMonitor(interval="fast"), ValueError, r"interval='fast' is out of range: give seconds"),
+        (lambda: LoopLagMonitor(threshold=0), ValueError, r"threshold=0 is out of range"),
+        (lambda: LoopLagMonitor(registry=[]), TypeError, r"registry=\[\] is not a prometheus_client"),
+        (lambda: configure_content_capture(1), TypeError, r"enabled=1 is not a bool"),
+    ],
+)
+def test_bad_use_is_refused_at_setup_naming_the_value_and_the_fix(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+class BrokenProcessor(SpanProcessor):
+    """A span processor (an exporter plug-in, say) that fails on every call."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        raise RuntimeError("processor bug on start")
+
+    def on_end(self, span: Any) -> None:
+        raise RuntimeError("processor bug on end")
+
+
+def pipeline_on(provider: TracerProvider, registry: CollectorRegistry) -> TracedAsyncPipeline:
+    pipeline = TracedAsyncPipeline(name="hardened", tracer_provider=provider, registry=registry)
+    pipeline.add_component("first", SyncAdd(1))
+    pipeline.add_component("second", AsyncAdd(2))
+    pipeline.connect("first.value", "second.value")
+    return pipeline
+
+
+@pytest.mark.parametrize("path", ["run", "run_async", "run_async_generator"])
+async def test_a_failing_span_processor_never_reaches_the_pipeline(path):
+    provider = TracerProvider()
+    provider.add_span_processor(BrokenProcessor())
+    registry = CollectorRegistry()
+    pipeline = pipeline_on(provider, registry)
+
+    if path == "run":
+        result = pipeline.run({"first": {"value": 0}})
+    elif path == "run_async":
+        result = await pipeline.run_async({"first": {"value": 0}})
+    else:
+        result = [partial async for partial in pipeline.run_async_generator({"first": {"value": 0}})][-1]
+
+    assert result == {"second": {"value": 3}}
+    assert registry.get_sample_value("haystack_pipeline_runs_total", {"pipeline": "hardened", "status": "ok"}) == 1
+    in_flight = registry.get_sample_value("haystack_pipeline_runs_in_flight", {"pipeline": "hardened"})
+    assert in_flight == 0
+
+
+async def test_a_failing_span_processor_leaves_the_components_own_error_as_it_was():
+    provider = TracerProvider()
+    provider.add_span_processor(BrokenProcessor())
+    pipeline = TracedAsyncPipeline(name="failing", tracer_provider=provider, registry=CollectorRegistry())
+    pipeline.add_component("broken", AsyncFail("upstream down"))
+
+    with pytest.raises(Exception, match="upstream down"):
+        await pipeline.run_async({"broken": {"value": 1}})
+
+
+async def test_a_failing_redaction_hook_or_odd_inputs_never_reach_the_pipeline():
+    def hook(key: str, value: str) -> str:
+        raise KeyError(key)
+
+    configure_content_capture(True, redact=hook)
+    try:
+        capture = TelemetryCapture()
+        result = await pipeline_on(capture.tracer_provider, capture.registry).run_async({"first": {"value": 0}})
+    finally:
+        configure_content_capture(False)
+    assert result == {"second": {"value": 3}}
