@@ -9,16 +9,20 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# torch first, pinned: the CPU build of 2.13.0 (anything else pulls a CUDA build of several GB).
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	touch $@
 
 demo: $(INSTALLED)
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/hayscope demo
 
-# Debian's prometheus: the real Prometheus server and promtool the collector and integration tests run.
+# Debian's prometheus: the real Prometheus server and promtool the collector and integration tests run;
+# Debian's chromium: the headless browser the HTML report test opens the report in.
 system-deps:
-	@command -v prometheus >/dev/null 2>&1 || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus chromium; fi
 
 test: system-deps $(INSTALLED)
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest

@@ -1,34 +1,20 @@
-"""`hayscope demo` runs offline and prints the slowest run's spans and the metrics."""
+"""The `hayscope` command: demo, profile and dashboards."""
 
 from __future__ import annotations
 
-import re
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+from haystack import Pipeline
+from haystack.components.builders import PromptBuilder
 
 from hayscope.cli import main
-
-
-def test_demo_prints_a_waterfall_and_the_metrics(capsys, monkeypatch):
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-
-    assert main(["demo", "--runs", "6", "--concurrency", "3"]) == 0
-
-    out = capsys.readouterr().out
-    assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics\s+runs: 6\s+concurrency: 3", out)
-    waterfall = out.split("slowest run (offset, duration, span, mode):\n")[1].split("\n\n")[0].splitlines()
-    names = [re.sub(r"^\s*[\d.]+ ms\s+[\d.]+ ms  ", "", line) for line in waterfall]
-    # Long waits show as child spans of their component; the demo may or may not have had one.
-    waits = ("    waiting for the concurrency limit", "    queued for a worker thread")
-    assert [name for name in names if name not in waits] == [
-        "haystack.pipeline.run wonders",
-        "  haystack.component.run retriever async",
-        "  haystack.component.run prompt_builder thread",
-        "  haystack.component.run llm async",
-    ]
-    assert 'haystack_pipeline_runs_total{pipeline="wonders",status="ok"} 6.0' in out
 
 
 @pytest.mark.parametrize("argv", [["demo", "--runs", "0"], ["demo", "--concurrency", "-2"]])
@@ -47,3 +33,126 @@ def test_dashboards_check_passes_on_the_committed_files_and_fails_on_a_stale_cop
 
     assert main(["dashboards", "--check", "--out", str(tmp_path)]) == 1
     assert "out of date in" in capsys.readouterr().err
+
+
+FACTORY = """
+import asyncio
+import time
+from haystack import Pipeline, component
+
+
+@component
+class Embed:
+    @component.output_types(value=int)
+    def run(self, value: int):
+        time.sleep(0.01)
+        return {"value": value + 1}
+
+
+@component
+class Answer:
+    @component.output_types(value=int)
+    def run(self, value: int):
+        return {"value": value}
+
+    @component.output_types(value=int)
+    async def run_async(self, value: int):
+        await asyncio.sleep(DELAY)
+        if value < 0:
+            raise ValueError("negative")
+        return {"value": value * 2}
+
+
+def build():
+    pipeline = Pipeline()
+    pipeline.add_component("embed", Embed())
+    pipeline.add_component("answer", Answer())
+    pipeline.connect("embed.value", "answer.value")
+    return pipeline
+"""
+
+
+@pytest.fixture
+def factory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "shop.py").write_text(FACTORY.replace("DELAY", "0.005"))
+    (tmp_path / "inputs.jsonl").write_text('{"embed": {"value": 1}}\n{"value": 2}\n{"value": -5}\n')
+    return tmp_path
+
+
+def test_profile_runs_a_factory_pipeline_and_reports_every_component(factory, capsys):
+    report_path = factory / "report.json"
+
+    code = main(
+        ["profile", "shop:build", "--inputs", "inputs.jsonl", "--runs", "9", "--concurrency", "3",
+         "--json", str(report_path), "--html", str(factory / "report.html")]
+    )
+
+    out = capsys.readouterr().out
+    assert code == 1  # three of the runs failed (value -5), and the command says so
+    report = json.loads(report_path.read_text())
+    assert (report["runs"], report["runs_ok"], report["runs_error"]) == (9, 6, 3)
+    components = {c["name"]: c for c in report["components"]}
+    assert set(components) == {"embed", "answer"}
+    assert (components["embed"]["mode"], components["embed"]["executions"]) == ("thread", 9)
+    assert (components["answer"]["mode"], components["answer"]["errors"]) == ("async", 3)
+    assert components["embed"]["p50_seconds"] >= 0.01
+    assert "verdict:" in out and "failed: run 2: ValueError: negative" in out
+    assert (factory / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_profile_runs_a_yaml_pipeline(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    pipeline = Pipeline()
+    pipeline.add_component("prompt", PromptBuilder(template="Q: {{ question }}", required_variables="*"))
+    (tmp_path / "p.yaml").write_text(pipeline.dumps())
+    (tmp_path / "q.jsonl").write_text('{"question": "why?"}\n')
+
+    assert main(["profile", "p.yaml", "--inputs", "q.jsonl", "--runs", "4", "--json", "r.json"]) == 0
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [(c["name"], c["executions"], c["mode"]) for c in report["components"]] == [("prompt", 4, "thread")]
+    assert [p["name"] for p in report["pipelines"]] == ["p"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["profile", "nowhere.yaml", "--inputs", "inputs.jsonl"], "pipeline file 'nowhere.yaml' does not exist"),
+        (["profile", "shop:missing", "--inputs", "inputs.jsonl"], "module 'shop' ("),
+        (["profile", "shop:build", "--inputs", "none.jsonl"], "inputs file 'none.jsonl' does not exist"),
+    ],
+)
+def test_profile_errors_name_the_problem_and_exit_2(factory, capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_profile_input_lines_that_do_not_fit_the_pipeline_are_named(factory, capsys):
+    (factory / "bad.jsonl").write_text('{"value": 1}\n{"embed": {"valu": 1}}\n')
+
+    assert main(["profile", "shop:build", "--inputs", "bad.jsonl"]) == 2
+    assert "bad.jsonl:2: input 'valu' of component 'embed' does not exist" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_runs_flushes_and_still_reports(factory):
+    (factory / "shop.py").write_text(FACTORY.replace("DELAY", "0.2"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hayscope.cli", "profile", "shop:build", "--inputs", "inputs.jsonl",
+         "--runs", "400", "--concurrency", "4", "--show-partial"],
+        cwd=factory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until runs are under way
+        if line.startswith("[run ") and " answer: " in line:
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+
+    assert "interrupted:" in out and "of 400 runs finished; telemetry flushed" in out
+    assert "components (durations in ms" in out and "Traceback" not in err

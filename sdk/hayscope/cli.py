@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
-
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+from pathlib import Path
 
 
 def _positive(text: str) -> int:
@@ -27,46 +23,108 @@ def _port(text: str) -> int:
     return value
 
 
-def demo(runs: int, concurrency: int, metrics_port: int | None, forever: bool) -> int:
-    from hayscope import LoopLagMonitor, example, setup_telemetry
-    from hayscope.settings import HAYSCOPE_METRICS_PORT, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 600, e.g. 0.4")
+    return value
 
-    registry = CollectorRegistry()
-    # Spans are kept in process for the printout; they also go over OTLP when an endpoint is configured.
-    sends_otlp = bool(os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT) or os.environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT))
-    if metrics_port is None and not os.environ.get(HAYSCOPE_METRICS_PORT):
-        metrics_port = 0  # a free port, so the demo never collides with a running service
-    kept = InMemorySpanExporter()
-    with setup_telemetry(
-        "hayscope-demo",
-        traces_exporter=None if sends_otlp else "none",
-        registry=registry,
-        metrics_port=metrics_port,
-        set_global=False,
-    ) as telemetry:
-        telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
-        pipeline = example.build_pipeline(tracer_provider=telemetry.tracer_provider, registry=registry)
-        print(f"metrics: {telemetry.metrics_url}   runs: {runs}   concurrency: {concurrency}", flush=True)
 
-        async def ask_batches() -> list[str]:
-            async with LoopLagMonitor(registry=registry):
-                answers = await example.ask_all(pipeline, runs, concurrency)
-                while forever:  # for the compose stack: a steady workload until stopped
-                    kept.clear()
-                    answers = await example.ask_all(pipeline, runs, concurrency)
-                return answers
+def _quiet_model_loading() -> None:
+    """The embedding model loads from disk: no hub lookups, no progress bars in the demo's output."""
+    for name, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
+        os.environ.setdefault(name, value)
 
-        try:
-            answers = asyncio.run(ask_batches())
-        except KeyboardInterrupt:
-            print("\nstopped; telemetry flushed")
-            return 0
-        telemetry.force_flush()
-        print(f"\nfirst answer: {answers[0]}\n\nslowest run (offset, duration, span, mode):")
-        print("\n".join(example.waterfall(kept.get_finished_spans())))
-        print("\nmetrics (OpenMetrics, buckets left out):")
-        print("\n".join(example.metric_lines(registry)))
-    return 0
+
+def demo(args: argparse.Namespace) -> int:
+    _quiet_model_loading()
+    from haystack.document_stores.in_memory import InMemoryDocumentStore
+    from haystack.utils import Secret
+
+    from hayscope.demo import rag
+    from hayscope.demo.corpus import QUESTIONS
+    from hayscope.llm_server import LatencyModel, LocalLLMServer
+    from hayscope.session import SessionOptions, run_session
+
+    if args.llm == "openai" and not os.environ.get("OPENAI_API_KEY"):
+        print(
+            "hayscope demo: --llm openai needs OPENAI_API_KEY set: export it, or leave --llm out for the local server",
+            file=sys.stderr,
+        )
+        return 2
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.runs)]
+    server = None
+    if args.llm == "local":
+        latency = LatencyModel(median_seconds=args.llm_latency, p95_seconds=max(args.llm_latency_p95, args.llm_latency))
+        server = LocalLLMServer(latency=latency).start()
+        print(f"llm: local OpenAI-compatible server at {server.base_url} (no API key, no network)")
+    else:
+        print(f"llm: the OpenAI API, model {args.model}")
+
+    async def prepare(pipeline_kwargs: dict) -> tuple:
+        store = InMemoryDocumentStore()
+        await rag.index_corpus(store, **pipeline_kwargs)
+        if server is not None:
+            generator = rag.chat_generator(base_url=server.base_url, api_key=Secret.from_token("local"), model=args.model)
+        else:
+            generator = rag.chat_generator(base_url=None, api_key=Secret.from_env_var("OPENAI_API_KEY"), model=args.model)
+        pipeline = rag.build_rag_pipeline(store, generator, max_workers=args.max_workers, **pipeline_kwargs)
+        return pipeline, [rag.question_data(question) for question in questions]
+
+    options = SessionOptions(
+        title=f"hayscope demo: {args.runs} questions, concurrency {args.concurrency}",
+        service_name="hayscope-demo",
+        concurrency=args.concurrency,
+        metrics_port=args.metrics_port,
+        show_partial=args.show_partial,
+        html=args.html,
+        json=args.json,
+        forever=args.forever,
+    )
+    try:
+        result = run_session(options, prepare)
+    finally:
+        if server is not None:
+            server.stop()
+    answers = [outputs["llm"]["replies"][0].text for outputs in result.outputs if outputs and "llm" in outputs]
+    if answers:
+        print(f"\nfirst answer: {questions[0]!r} -> {answers[0]!r}")
+    return 0 if result.failed == 0 else 1
+
+
+def profile(args: argparse.Namespace) -> int:
+    from hayscope.profiling import ProfileError, cycle_inputs, load_pipeline, read_inputs
+    from hayscope.session import SessionOptions, run_session
+
+    async def prepare(pipeline_kwargs: dict) -> tuple:
+        extra = {"max_workers": args.max_workers} if args.max_workers else {}
+        pipeline = load_pipeline(args.pipeline, **pipeline_kwargs, **extra)
+        inputs = read_inputs(args.inputs, pipeline)
+        return pipeline, cycle_inputs(inputs, args.runs or len(inputs))
+
+    options = SessionOptions(
+        title=f"hayscope profile {args.pipeline}: concurrency {args.concurrency}",
+        service_name="hayscope-profile",
+        concurrency=args.concurrency,
+        metrics_port=args.metrics_port,
+        show_partial=args.show_partial,
+        html=args.html,
+        json=args.json,
+    )
+    try:
+        result = run_session(options, prepare)
+    except ProfileError as error:
+        print(f"hayscope profile: {error}", file=sys.stderr)
+        return 2
+    return 0 if result.failed == 0 else 1
 
 
 def dashboards(out: str, check: bool) -> int:
@@ -91,19 +149,51 @@ def dashboards(out: str, check: bool) -> int:
         return 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hayscope", description="Observability for Haystack async pipelines.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run an instrumented example pipeline offline and print its telemetry")
-    demo_parser.add_argument("--runs", type=_positive, default=24, help="questions to ask (default 24)")
-    demo_parser.add_argument("--concurrency", type=_positive, default=8, help="runs at a time (default 8)")
-    demo_parser.add_argument(
+def _session_flags(parser: argparse.ArgumentParser, runs_help: str) -> None:
+    parser.add_argument("--concurrency", type=_positive, default=8, help="runs at a time (default 8)")
+    parser.add_argument("--runs", type=_positive, default=None, help=runs_help)
+    parser.add_argument("--max-workers", type=_positive, default=None, help="worker threads for sync components")
+    parser.add_argument(
         "--metrics-port",
         type=_port,
         default=None,
-        help="serve metrics on this port (default: $HAYSCOPE_METRICS_PORT, else a free port)",
+        help="serve metrics on this port while running (default: $HAYSCOPE_METRICS_PORT, else a free port)",
+    )
+    parser.add_argument("--show-partial", action="store_true", help="print each component's outputs as they arrive")
+    parser.add_argument("--html", type=Path, default=None, help="also write a self-contained HTML report here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report's numbers as JSON here")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hayscope", description="Observability for Haystack async pipelines.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser(
+        "demo", help="run the instrumented RAG demo offline and report where the time went"
+    )
+    _session_flags(demo_parser, "questions to ask (default 24)")
+    demo_parser.add_argument(
+        "--llm",
+        choices=("local", "openai"),
+        default="local",
+        help="local: an OpenAI-compatible server the demo starts on loopback (default); openai: the real API, "
+        "needs OPENAI_API_KEY",
+    )
+    demo_parser.add_argument("--model", default="gpt-4o-mini", help="chat model name (default gpt-4o-mini)")
+    demo_parser.add_argument(
+        "--llm-latency", type=_seconds, default=0.4, help="local server: median seconds to the first token (default 0.4)"
+    )
+    demo_parser.add_argument(
+        "--llm-latency-p95", type=_seconds, default=1.2, help="local server: p95 seconds to the first token (default 1.2)"
     )
     demo_parser.add_argument("--forever", action="store_true", help="repeat the runs until interrupted (Ctrl-C)")
+    profile_parser = commands.add_parser(
+        "profile", help="run your own pipeline over inputs at a concurrency and report where the time went"
+    )
+    profile_parser.add_argument("pipeline", help="a haystack YAML file, or module:factory returning a pipeline")
+    profile_parser.add_argument(
+        "--inputs", required=True, type=Path, help="JSON Lines file: each line is the data of one run"
+    )
+    _session_flags(profile_parser, "runs in all, cycling through the inputs (default: one per line)")
     dashboards_parser = commands.add_parser(
         "dashboards", help="write the Grafana dashboards generated from the metric catalogue"
     )
@@ -114,7 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no usage pings from a demo
     if args.command == "demo":
-        return demo(args.runs, args.concurrency, args.metrics_port, args.forever)
+        args.runs = args.runs or 24
+        return demo(args)
+    if args.command == "profile":
+        return profile(args)
     if args.command == "dashboards":
         return dashboards(args.out, args.check)
     return 2
