@@ -173,7 +173,7 @@ async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture):
     assert len(waits) == 6
     assert waits[1] < 0.1  # two start at once
     assert waits[2] >= 0.15 and waits[4] >= 0.3  # the rest wait their turn, two by two
-    assert len([s for s in capture.spans() if s.name == "waiting for the concurrency limit"]) >= 4
+    assert len([s for s in capture.spans() if s.name == "waiting to start"]) >= 4
 
 
 @component

@@ -28,7 +28,8 @@ QUEUE_WAIT: Final = "hayscope.component.queue_wait"
 LOOP_HELD: Final = "hayscope.component.loop_held"
 SCHEDULE_WAIT: Final = "hayscope.component.schedule_wait"
 # Child spans that make a long wait a named bar in a waterfall.
-SCHEDULE_WAIT_SPAN: Final = "waiting for the concurrency limit"
+# Scheduled and not yet started: held back by concurrency_limit, or by an event loop busy elsewhere.
+SCHEDULE_WAIT_SPAN: Final = "waiting to start"
 QUEUE_WAIT_SPAN: Final = "queued for a worker thread"
 # The span event a component's execution gets when its code blocked the event loop.
 EVENT_LOOP_BLOCKED_EVENT: Final = "event_loop.blocked"

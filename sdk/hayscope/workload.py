@@ -70,12 +70,17 @@ class Workload:
         slots = asyncio.Semaphore(self.concurrency)
         finished = [False] * len(self.inputs)
         bar = tqdm(total=len(self.inputs), unit="run", disable=not self.progress or None, leave=False)
+        every_component = set(self.pipeline.graph.nodes)
 
         async def one(index: int, data: dict[str, Any]) -> None:
             async with slots:
                 merged: dict[str, Any] = {}
                 try:
-                    async for partial in self.pipeline.run_async_generator(data):
+                    # Every component's outputs, each as it finishes; the last item repeats them all.
+                    stream = self.pipeline.run_async_generator(data, include_outputs_from=every_component)
+                    async for partial in stream:
+                        if all(merged.get(name) is outputs for name, outputs in partial.items()):
+                            continue  # the final result: nothing new
                         for component_name, outputs in partial.items():
                             merged[component_name] = outputs
                             if self.on_partial is not None:

@@ -62,7 +62,7 @@ def span_tree(spans: Sequence[ReadableSpan], *, waits: bool = True) -> list[str]
     """Spans as indented lines (children under parents, siblings by name), for exact tree assertions.
 
     `waits=False` leaves out the spans hayscope adds for long waits ("queued for a worker thread",
-    "waiting for the concurrency limit"), which a loaded machine may or may not produce.
+    "waiting to start"), which a loaded machine may or may not produce.
     """
     if not waits:
         spans = [span for span in spans if span.name not in WAIT_SPAN_NAMES]
