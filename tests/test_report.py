@@ -504,7 +504,8 @@ def test_text_has_a_row_per_component_and_the_verdict(recorded: Recorded) -> Non
     assert "slowest run: wonders" in text
     waterfall = recorded.report.slowest_run
     assert waterfall is not None
-    assert sum("|" in line and "█" in line for line in lines) == len(waterfall.rows)
+    # One bar per row: solid for spans, light for waits (a loaded machine may or may not produce waits).
+    assert sum("|" in line and ("█" in line or "░" in line) for line in lines) == len(waterfall.rows)
     assert "blocker" in next(line for line in lines if line.strip().startswith("blocked"))
     assert all(len(line) <= 100 for line in lines if "|" in line)  # the waterfall fits the width
 
