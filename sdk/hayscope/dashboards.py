@@ -521,7 +521,7 @@ def _event_loop(sdk: Any) -> dict[str, Any]:
         DASHBOARD_FILES["hayscope-event-loop.json"],
         "Event loop",
         "The asyncio event loop and the executor: how late the loop ran, which component's code blocked it, "
-        "and whether sync components wait for a worker thread.",
+        "and whether sync components wait for a worker thread; and spans lost on the way to the collector.",
         [PIPELINE_VARIABLE, COMPONENT_VARIABLE],
     )
     board.row("Event loop lag")
@@ -580,6 +580,17 @@ def _event_loop(sdk: Any) -> dict[str, Any]:
         "s",
         [_latency(_quantile(0.95, queue_wait, _COMPONENT_KEYS), _legend(_COMPONENT_KEYS))],
         width=8,
+    )
+
+    dropped = metrics.SPANS_DROPPED
+    board.row("Span export")
+    board.timeseries(
+        "Spans dropped by reason",
+        f"Spans per second lost on the way to the collector. {dropped.help} "
+        "hayscope also logs one warning per reason and minute.",
+        "ops",
+        [_Target(_rate(dropped, ("reason",)), _legend(("reason",)))],
+        width=24,
     )
     return board.build()
 

@@ -4,6 +4,11 @@ By default every `TracedAsyncPipeline` shares one thread pool sized like asyncio
 the one haystack would use (`min(32, cpu_count + 4)` workers). `ExecutorState` counts what it runs:
 submissions waiting for a worker and workers busy; the metrics collector reads those counts when
 Prometheus scrapes, so counting costs the hot path a few lock round-trips and nothing else.
+
+A forked child (gunicorn with `preload_app`, multiprocessing's `fork`) gets new pools for the ones
+hayscope made: a `ThreadPoolExecutor` copied by fork has no threads, yet counts its parent's idle
+workers as its own, so work sent to it would wait forever. An executor you pass in is yours to
+make fork-safe.
 """
 
 from __future__ import annotations
@@ -31,16 +36,28 @@ def default_max_workers() -> int:
 class ExecutorState:
     """An executor, its name in metrics, and how many of our submissions wait or run in it now."""
 
-    __slots__ = ("__weakref__", "_busy", "_lock", "_queued", "executor", "max_workers", "name")
+    __slots__ = ("__weakref__", "_busy", "_lock", "_make_pool", "_queued", "executor", "max_workers", "name")
 
-    def __init__(self, name: str, executor: Executor, max_workers: int | None) -> None:
+    def __init__(
+        self, name: str, executor: Executor, max_workers: int | None, make_pool: Callable[[], Executor] | None = None
+    ) -> None:
         self.name = name
         self.executor = executor
         self.max_workers = max_workers
+        self._make_pool = make_pool  # set for the pools hayscope makes: how to make one again after a fork
         self._lock = threading.Lock()
         self._queued = 0
         self._busy = 0
         _states.add(self)
+        if make_pool is not None:
+            _reset_pools_after_fork()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's counts and lock are not the child's; nor is the pool, when hayscope made it.
+        self._lock = threading.Lock()
+        self._queued = self._busy = 0
+        if self._make_pool is not None:
+            self.executor = self._make_pool()
 
     @property
     def queued(self) -> int:
@@ -81,8 +98,11 @@ def executor_state(executor: Executor | None = None, max_workers: int | None = N
         workers = getattr(executor, "_max_workers", None)
         return ExecutorState(name or f"custom-{id(executor):x}", executor, workers if isinstance(workers, int) else None)
     if max_workers is not None:
-        pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"hayscope-{name}")
-        return ExecutorState(name, pool, max_workers)
+
+        def make_pool() -> Executor:
+            return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"hayscope-{name}")
+
+        return ExecutorState(name, make_pool(), max_workers, make_pool)
     return _default_state()
 
 
@@ -95,9 +115,28 @@ def _default_state() -> ExecutorState:
     with _default_lock:
         if _default is None:
             workers = default_max_workers()
-            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hayscope")
-            _default = ExecutorState(DEFAULT_EXECUTOR_NAME, pool, workers)
+
+            def make_pool() -> Executor:
+                return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hayscope")
+
+            _default = ExecutorState(DEFAULT_EXECUTOR_NAME, make_pool(), workers, make_pool)
         return _default
+
+
+_fork_hook_registered = False
+
+
+def _reset_pools_after_fork() -> None:
+    """Once a pool exists: give every executor state a clean start in each forked child."""
+    global _fork_hook_registered
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_registered = True
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_states):
+        state._after_fork_in_child()
 
 
 def live_states() -> list[ExecutorState]:

@@ -185,6 +185,19 @@ GENAI_OPERATION_DURATION: Final = MetricSpec(
     GENAI_DURATION_BUCKETS,
 )
 
+# Why a finished span never reached the collector (hayscope.span_export counts them).
+DROP_QUEUE_FULL: Final = "queue_full"
+DROP_EXPORT_FAILED: Final = "export_failed"
+DROP_SHUTDOWN: Final = "shutdown"
+DROP_REASONS: Final = (DROP_QUEUE_FULL, DROP_EXPORT_FAILED, DROP_SHUTDOWN)
+SPANS_DROPPED: Final = MetricSpec(
+    "hayscope_spans_dropped_total",
+    "counter",
+    "Finished spans that never reached the collector, by reason (queue_full, export_failed, shutdown).",
+    "",
+    ("reason",),
+)
+
 CATALOGUE: Final[tuple[MetricSpec, ...]] = (
     PIPELINE_RUN_DURATION,
     PIPELINE_RUNS,
@@ -202,6 +215,7 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
     EVENT_LOOP_BLOCKED,
     GENAI_TOKEN_USAGE,
     GENAI_OPERATION_DURATION,
+    SPANS_DROPPED,
 )
 
 
@@ -264,6 +278,9 @@ class Metrics:
         self.genai_models = _BoundedValues(MAX_PIPELINE_LABEL_VALUES)
         self.genai_token_usage = self._histogram(GENAI_TOKEN_USAGE, TOKEN_BUCKETS)
         self.genai_operation_duration = self._histogram(GENAI_OPERATION_DURATION, GENAI_DURATION_BUCKETS)
+        self.spans_dropped = self._counter(SPANS_DROPPED)
+        for reason in DROP_REASONS:  # every reason exists at zero from the start, for rate queries
+            self.spans_dropped.labels(reason)
         registry.register(_ExecutorCollector())
 
     def _histogram(self, spec: MetricSpec, buckets: Sequence[float] | None = None) -> Histogram:
@@ -280,7 +297,9 @@ class Metrics:
         return Counter(spec.name, spec.help, spec.labels, unit=spec.unit, registry=self.registry)
 
     def _gauge(self, spec: MetricSpec) -> Gauge:
-        return Gauge(spec.name, spec.help, spec.labels, registry=self.registry)
+        # In prometheus_client's multiprocess mode: the sum over live processes (a dead worker's
+        # runs are no longer in flight); outside it the mode is ignored.
+        return Gauge(spec.name, spec.help, spec.labels, registry=self.registry, multiprocess_mode="livesum")
 
 
 class _ExecutorCollector(Collector):

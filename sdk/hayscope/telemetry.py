@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -20,11 +22,21 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from hayscope import settings
 from hayscope.loop import DEFAULT_INTERVAL, DEFAULT_THRESHOLD, LoopLagMonitor
 from hayscope.metrics import register_metrics
+from hayscope.multiprocess import multiprocess_dir, multiprocess_registry
+from hayscope.serving import MetricsServer
+from hayscope.span_export import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DropReporter,
+    ExportLogLimiter,
+    GuardedBatchSpanProcessor,
+    GuardedSpanExporter,
+    run_within,
+)
 
 __all__ = ["Telemetry", "setup_telemetry"]
 
@@ -37,39 +49,58 @@ _active: Telemetry | None = None
 
 
 class Telemetry:
-    """What `setup_telemetry()` started. `shutdown()` (or leaving the `with` block) flushes and stops it all."""
+    """What `setup_telemetry()` started. `shutdown()` (or leaving the `with` block) flushes and stops it all.
+
+    In a process forked after setup (gunicorn's `preload_app`, multiprocessing's `fork`) the handle
+    keeps working: spans go through an exporter of the child's own, the metrics endpoint stays the
+    parent's (the child closed its copy of the port), and `shutdown()` stops what is the child's.
+    """
 
     def __init__(
         self,
         tracer_provider: TracerProvider,
         registry: CollectorRegistry,
-        metrics_server: Any | None,
+        metrics_server: MetricsServer | None,
         structlog_config: dict[str, Any] | None,
         loop_monitor: LoopLagMonitor | None = None,
+        span_processor: GuardedBatchSpanProcessor | None = None,
+        log_limiter: ExportLogLimiter | None = None,
+        multiprocess_dir: str | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.registry = registry
         self._metrics_server = metrics_server
         self._structlog_config = structlog_config
         self.loop_monitor = loop_monitor
+        self.span_processor = span_processor
+        self._log_limiter = log_limiter
+        self.multiprocess_dir = multiprocess_dir
         self._stopped = False
 
     @property
     def metrics_url(self) -> str | None:
         """Where Prometheus scrapes, e.g. `http://127.0.0.1:9464/metrics`; None when not served."""
-        if self._metrics_server is None:
-            return None
-        host, port = self._metrics_server.server_address[:2]
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}/metrics"
+        return None if self._metrics_server is None else self._metrics_server.url
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Hand every finished span to the exporter now and wait for it (not a guarantee it was accepted)."""
+        """Hand every finished span to the exporter now and wait for it, at most `timeout_millis`.
+
+        False when the time ran out (a collector that does not answer); True is no guarantee the
+        collector accepted the spans (failed exports are counted in `hayscope_spans_dropped_total`).
+        It blocks the calling thread: from a coroutine, `await asyncio.to_thread(telemetry.force_flush)`.
+        """
         return self.tracer_provider.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
-        """Flush and stop the span pipeline, stop the metrics server, restore structlog. Idempotent."""
+    def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """Flush and stop the span pipeline, stop the metrics server, restore structlog. Idempotent.
+
+        Returns within `timeout` seconds whatever the collector does: spans it could not export by
+        then are counted in `hayscope_spans_dropped_total{reason="shutdown"}` and logged once.
+        """
         global _active
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise ValueError(f"timeout={timeout!r} is not a timeout: give a positive number of seconds, e.g. 5.")
+        deadline = time.monotonic() + timeout
         with _lock:
             if self._stopped:
                 return
@@ -78,10 +109,14 @@ class Telemetry:
                 _active = None
         if self.loop_monitor is not None:
             self.loop_monitor.stop()
-        self.tracer_provider.shutdown()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            self._metrics_server.stop()  # at most the serving loop's poll interval
+        if self.span_processor is not None:
+            self.span_processor.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+        # The provider shuts down its processors again (ours returns at once) and any added since.
+        run_within(self.tracer_provider.shutdown, deadline - time.monotonic(), "hayscope-shutdown")
+        if self._log_limiter is not None:
+            self._log_limiter.remove()
         if self._structlog_config is not None:
             import structlog
 
@@ -135,7 +170,8 @@ def setup_telemetry(
       (`OTEL_TRACES_SAMPLER_ARG`, default 1.0) for the `*traceidratio` samplers.
     - `metrics_host` (`HAYSCOPE_METRICS_HOST`, default 127.0.0.1) and `metrics_port`
       (`HAYSCOPE_METRICS_PORT`, default 9464; 0 picks a free port): the OpenMetrics endpoint serving
-      `registry` (default: the global `REGISTRY`); `serve_metrics=False` serves nothing.
+      `registry` (default: the global `REGISTRY`; in multiprocess mode, below, every process's
+      metrics instead); `serve_metrics=False` serves nothing.
     - `configure_logging=True` configures structlog with `add_trace_context` and a `console`, `json`
       or `keyvalue` renderer; `shutdown()` restores the previous structlog configuration.
     - `monitor_event_loop=True` starts a `LoopLagMonitor` (heartbeat every `loop_lag_interval` s,
@@ -143,6 +179,18 @@ def setup_telemetry(
       it, e.g. in your application's startup.
     - `set_global=True` makes the provider OpenTelemetry's global one, if none is set yet, so that
       `TracedAsyncPipeline()` and other instrumentations use it without being told.
+
+    Span export never holds the application up (see `hayscope.span_export`): spans wait in a queue
+    of at most `OTEL_BSP_MAX_QUEUE_SIZE` spans (default 2048: the memory it may take; the other
+    `OTEL_BSP_*` variables apply too) and are exported on the processor's thread. Spans that never
+    reach the collector are counted in `hayscope_spans_dropped_total{reason}` and logged once a
+    minute at most; the exporters' own log records are cut to one per message and minute while set
+    up. `Telemetry.shutdown(timeout)` returns within its timeout whatever the collector does.
+
+    With `PROMETHEUS_MULTIPROC_DIR` set (before Python starts), metrics use prometheus_client's
+    multiprocess mode: the endpoint serves the metrics of every worker process (see
+    `hayscope.multiprocess` for the set-up and its limits). A process forked after setup keeps
+    exporting spans through an exporter of its own.
 
     A second call while telemetry is set up returns the same handle and starts nothing more; call
     `shutdown()` first to set it up differently. Bad values raise `ValueError` here, never later.
@@ -154,31 +202,48 @@ def setup_telemetry(
             return _active
         if log_format not in LOG_FORMATS:
             raise ValueError(f"log_format={log_format!r} is not supported: use one of {', '.join(LOG_FORMATS)}.")
+        mp_dir = multiprocess_dir()  # before any metric exists: a bad value fails here, not in prometheus_client
         provider = TracerProvider(
             resource=Resource.create({SERVICE_NAME: _service_name(service_name)}),
             sampler=_sampler(sampler, sampler_ratio),
         )
         if registry is None:
             registry = REGISTRY
-        register_metrics(registry, duration_buckets=duration_buckets)
+        metrics = register_metrics(registry, duration_buckets=duration_buckets)
         monitor = _loop_monitor(registry, loop_lag_interval, loop_block_threshold) if monitor_event_loop else None
-        exporter = span_exporter if span_exporter is not None else _span_exporter(
-            traces_exporter, otlp_endpoint, otlp_protocol, otlp_headers, otlp_timeout
-        )
-        try:
-            server = _serve_metrics(registry, metrics_host, metrics_port) if serve_metrics else None
-        except ValueError:
-            if exporter is not None:
+        if span_exporter is not None:
+            choice: _ExporterChoice | None = _ExporterChoice(
+                lambda: span_exporter, f"{type(span_exporter).__name__} (span_exporter)", rebuild_after_fork=False
+            )
+        else:
+            choice = _span_exporter(traces_exporter, otlp_endpoint, otlp_protocol, otlp_headers, otlp_timeout)
+        processor = limiter = None
+        if choice is not None:
+            reporter = DropReporter(metrics.spans_dropped, choice.endpoint)
+            exporter = GuardedSpanExporter(
+                choice.build(), reporter, rebuild=choice.build if choice.rebuild_after_fork else None
+            )
+            try:
+                processor = GuardedBatchSpanProcessor(exporter, reporter)
+            except ValueError:
                 exporter.shutdown()
+                raise
+        try:
+            served = multiprocess_registry(mp_dir) if mp_dir is not None else registry
+            server = _serve_metrics(served, metrics_host, metrics_port, mp_dir is not None) if serve_metrics else None
+        except ValueError:
+            if processor is not None:
+                processor.shutdown(timeout_millis=1000)
             raise
-        if exporter is not None:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+        if processor is not None:
+            provider.add_span_processor(processor)
+            limiter = ExportLogLimiter().install()
         structlog_config = _configure_structlog(log_format) if configure_logging else None
         if set_global:
             _set_global_provider(provider)
         if monitor is not None:
             monitor.start()
-        _active = Telemetry(provider, registry, server, structlog_config, monitor)
+        _active = Telemetry(provider, registry, server, structlog_config, monitor, processor, limiter, mp_dir)
         return _active
 
 
@@ -215,19 +280,28 @@ def _sampler(argument: str | Sampler | None, ratio_argument: float | None) -> Sa
     return ParentBased(root) if name.startswith("parentbased_") else root
 
 
+class _ExporterChoice:
+    """How to build the span exporter the settings asked for (again, in a forked child), and where it sends."""
+
+    def __init__(self, build: Callable[[], SpanExporter], endpoint: str, rebuild_after_fork: bool = True) -> None:
+        self.build = build
+        self.endpoint = endpoint
+        self.rebuild_after_fork = rebuild_after_fork
+
+
 def _span_exporter(
     exporter_argument: str | None,
     endpoint_argument: str | None,
     protocol_argument: str | None,
     headers_argument: Mapping[str, str] | None,
     timeout_argument: float | None,
-) -> SpanExporter | None:
+) -> _ExporterChoice | None:
     value, source = settings.pick(exporter_argument, settings.OTEL_TRACES_EXPORTER)
     kind = "otlp" if value is None else settings.choice(value, source, "traces_exporter", settings.EXPORTERS)
     if kind == "none":
         return None
     if kind == "console":
-        return ConsoleSpanExporter()
+        return _ExporterChoice(ConsoleSpanExporter, "console")
     value, source = settings.pick(
         protocol_argument, settings.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, settings.OTEL_EXPORTER_OTLP_PROTOCOL
     )
@@ -244,12 +318,18 @@ def _span_exporter(
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-        return GrpcExporter(
-            endpoint=endpoint, headers=headers, timeout=timeout, insecure=endpoint.startswith("http://")
-        )
+        def grpc_exporter() -> SpanExporter:
+            return GrpcExporter(
+                endpoint=endpoint, headers=headers, timeout=timeout, insecure=endpoint.startswith("http://")
+            )
+
+        return _ExporterChoice(grpc_exporter, f"{endpoint} (grpc)")
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-    return HttpExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+    def http_exporter() -> SpanExporter:
+        return HttpExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+
+    return _ExporterChoice(http_exporter, f"{endpoint} (http/protobuf)")
 
 
 def _endpoint(argument: str | None, protocol: str) -> str:
@@ -267,19 +347,20 @@ def _endpoint(argument: str | None, protocol: str) -> str:
     return url
 
 
-def _serve_metrics(registry: CollectorRegistry, host_argument: str | None, port_argument: int | None) -> Any:
+def _serve_metrics(
+    registry: CollectorRegistry, host_argument: str | None, port_argument: int | None, reuse_port: bool
+) -> MetricsServer:
     value, source = settings.pick(host_argument, settings.HAYSCOPE_METRICS_HOST)
     host = settings.DEFAULT_METRICS_HOST if value is None else settings.text(value, source, "metrics_host", "127.0.0.1")
     value, source = settings.pick(port_argument, settings.HAYSCOPE_METRICS_PORT)
     port = settings.DEFAULT_METRICS_PORT if value is None else settings.port(value, source, "metrics_port")
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        return MetricsServer(registry, host, port, reuse_port=reuse_port)
     except OSError as error:
         raise ValueError(
             f"cannot serve metrics on {host}:{port} ({error.strerror or error}): pass another metrics_port "
             f"(or set {settings.HAYSCOPE_METRICS_PORT}), 0 for a free port, or serve_metrics=False."
         ) from error
-    return server
 
 
 def _configure_structlog(log_format: str) -> dict[str, Any]:

@@ -8,6 +8,10 @@ sockets, and the test reads back what arrived.
 ...     ...                                      # run something traced, then telemetry.force_flush()
 ...     spans = receiver.wait_for_spans(3)       # blocks until 3 spans arrived (TimeoutError otherwise)
 ...     receiver.headers()                       # request metadata, one dict per received request
+
+It can also play a collector in trouble: `delay` seconds before each answer (a slow one), `fail`
+answering every export with an error (gRPC UNAVAILABLE, HTTP 503: an overloaded one). Both are
+attributes, read per request, so a test may change them while the receiver runs.
 """
 
 from __future__ import annotations
@@ -60,14 +64,22 @@ class OtlpReceiver:
     :param host: the address both servers bind.
     :param grpc_port: the gRPC port; 0 picks a free one.
     :param http_port: the HTTP port; 0 picks a free one.
+    :param delay: seconds to wait before answering each export request.
+    :param fail: answer every export request with an error (gRPC UNAVAILABLE, HTTP 503) and keep nothing.
     """
 
-    def __init__(self, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0, *, delay: float = 0.0, fail: bool = False
+    ) -> None:
         self.host = host
+        self.delay = delay
+        self.fail = fail
         self._requested_ports = (grpc_port, http_port)
         self._condition = threading.Condition()
         self._spans: list[ReceivedSpan] = []
         self._headers: list[dict[str, str]] = []
+        self._failed_requests = 0
+        self._stopping = threading.Event()
         self._grpc_server: Any | None = None
         self._grpc_executor: ThreadPoolExecutor | None = None
         self._grpc_port: int | None = None
@@ -80,6 +92,7 @@ class OtlpReceiver:
         """Start both servers; returns the receiver. Raises `RuntimeError` when already started."""
         if self._grpc_server is not None:
             raise RuntimeError("OtlpReceiver is already started")
+        self._stopping.clear()
         grpc_port, http_port = self._requested_ports
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-receiver-grpc")
         server = grpc.server(executor)
@@ -114,6 +127,7 @@ class OtlpReceiver:
         )
         self._grpc_server = self._grpc_executor = self._grpc_port = None
         self._http_server = self._http_thread = None
+        self._stopping.set()  # cuts short the delay of requests being answered
         if server is not None:
             server.stop(grace=None).wait()
         if executor is not None:
@@ -174,11 +188,27 @@ class OtlpReceiver:
                 )
             return list(self._spans)
 
+    def failed_requests(self) -> int:
+        """How many export requests were answered with an error because `fail` was set."""
+        with self._condition:
+            return self._failed_requests
+
     def clear(self) -> None:
-        """Forget every received span and request header."""
+        """Forget every received span and request header, and the count of failed requests."""
         with self._condition:
             self._spans.clear()
             self._headers.clear()
+            self._failed_requests = 0
+
+    def _answer(self) -> bool:
+        """Wait out `delay`; then True to accept the request, False (counted) to fail it."""
+        if self.delay > 0:
+            self._stopping.wait(self.delay)
+        if not self.fail:
+            return True
+        with self._condition:
+            self._failed_requests += 1
+        return False
 
     def _record(
         self, request: trace_service_pb2.ExportTraceServiceRequest, headers: dict[str, str], transport: Transport
@@ -201,6 +231,8 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         metadata = {key.lower(): _text(value) for key, value in context.invocation_metadata()}
+        if not self._receiver._answer():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "OtlpReceiver fails every export (fail=True)")
         self._receiver._record(request, metadata, "grpc")
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -239,6 +271,8 @@ class _TracesHandler(BaseHTTPRequestHandler):
             request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
         except Exception as error:  # a corrupt body: a client error, never a crashed handler
             return self._reply(400, f"bad request: {error}".encode(), "text/plain")
+        if not self.server.receiver._answer():
+            return self._reply(503, b"OtlpReceiver fails every export (fail=True)", "text/plain")
         self.server.receiver._record(request, {key.lower(): value for key, value in self.headers.items()}, "http")
         self._reply(200, trace_service_pb2.ExportTraceServiceResponse().SerializeToString(), PROTOBUF)
 
