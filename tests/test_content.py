@@ -243,3 +243,51 @@ def test_logging_of_a_failing_hook_names_the_key(capture, caplog):
     configure_content_capture(True, redact=broken)
     assert content_capture().attribute("haystack.component.input", "x") is None
     assert json.dumps({"ok": True})  # the process goes on
+
+
+def test_setup_telemetry_switches_content_on_and_shutdown_restores_it(monkeypatch):
+    from hayscope import setup_telemetry
+
+    def upper(key: str, value: str) -> str:
+        return value.upper()
+
+    monkeypatch.delenv("HAYSTACK_CONTENT_TRACING_ENABLED", raising=False)
+    with setup_telemetry(
+        traces_exporter="none", serve_metrics=False, set_global=False,
+        capture_content=True, content_max_length=10, redact=upper,
+    ):
+        policy = content_capture()
+        assert (policy.enabled, policy.max_length, policy.redact) == (True, 10, upper)
+    assert content_capture().enabled is False
+
+
+@pytest.mark.parametrize(("value", "argument", "enabled"), [("true", None, True), ("1", None, True),
+                                                          ("false", None, False), ("true", False, False)])
+def test_haystacks_variable_is_read_at_setup_and_an_argument_beats_it(monkeypatch, value, argument, enabled):
+    from hayscope import setup_telemetry
+
+    monkeypatch.setenv("HAYSTACK_CONTENT_TRACING_ENABLED", value)
+    assert content_capture().enabled is False  # nothing happens at import or before setup
+    with setup_telemetry(traces_exporter="none", serve_metrics=False, set_global=False, capture_content=argument):
+        assert content_capture().enabled is enabled
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "message"),
+    [
+        ({}, "maybe", r"HAYSTACK_CONTENT_TRACING_ENABLED='maybe' is not a switch: use true or false"),
+        ({"capture_content": "sometimes"}, None, r"capture_content='sometimes' is not a switch"),
+        ({"capture_content": True, "content_max_length": -1}, None, r"max_length=-1 is not a positive number"),
+        ({"capture_content": True, "redact": "scrub"}, None, r"redact='scrub' is not callable"),
+    ],
+)
+def test_bad_content_settings_fail_at_setup(monkeypatch, arguments, env, message):
+    from hayscope import setup_telemetry
+
+    if env is None:
+        monkeypatch.delenv("HAYSTACK_CONTENT_TRACING_ENABLED", raising=False)
+    else:
+        monkeypatch.setenv("HAYSTACK_CONTENT_TRACING_ENABLED", env)
+    with pytest.raises((TypeError, ValueError), match=message):
+        setup_telemetry(traces_exporter="none", serve_metrics=False, set_global=False, **arguments)
+    assert content_capture().enabled is False

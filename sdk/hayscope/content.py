@@ -30,9 +30,11 @@ __all__ = [
     "Redactor",
     "configure_content_capture",
     "content_capture",
+    "content_policy",
     "remember_secrets",
     "scrub",
     "to_text",
+    "use_content_capture",
 ]
 
 DEFAULT_MAX_LENGTH: Final = 4096
@@ -241,11 +243,10 @@ def content_capture() -> ContentCapture:
     return _current
 
 
-def configure_content_capture(
+def content_policy(
     enabled: bool, *, max_length: int = DEFAULT_MAX_LENGTH, redact: Redactor | None = None
 ) -> ContentCapture:
-    """Sets the process's content policy and returns it."""
-    global _current
+    """A content policy, checked: bad values raise naming the value and the fix."""
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled={enabled!r} is not a bool: pass True to capture content, False not to.")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
@@ -254,5 +255,19 @@ def configure_content_capture(
         raise TypeError(
             f"redact={redact!r} is not callable: pass a function (key, value) -> str | None, or None for no hook."
         )
-    _current = ContentCapture(enabled, max_length, redact)
-    return _current
+    return ContentCapture(enabled, max_length, redact)
+
+
+def use_content_capture(policy: ContentCapture) -> None:
+    """Puts a policy in force for the process (`setup_telemetry` does, and restores the old one at shutdown)."""
+    global _current
+    _current = policy
+
+
+def configure_content_capture(
+    enabled: bool, *, max_length: int = DEFAULT_MAX_LENGTH, redact: Redactor | None = None
+) -> ContentCapture:
+    """Sets the process's content policy and returns it."""
+    policy = content_policy(enabled, max_length=max_length, redact=redact)
+    use_content_capture(policy)
+    return policy

@@ -25,6 +25,8 @@ OTEL_EXPORTER_OTLP_TIMEOUT: Final = "OTEL_EXPORTER_OTLP_TIMEOUT"
 OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: Final = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
 OTEL_TRACES_SAMPLER: Final = "OTEL_TRACES_SAMPLER"  # default parentbased_always_on
 OTEL_TRACES_SAMPLER_ARG: Final = "OTEL_TRACES_SAMPLER_ARG"
+# haystack's own switch for content on spans, which its users already know (read at setup, not import)
+HAYSTACK_CONTENT_TRACING_ENABLED: Final = "HAYSTACK_CONTENT_TRACING_ENABLED"
 # hayscope's own
 HAYSCOPE_METRICS_PORT: Final = "HAYSCOPE_METRICS_PORT"  # default 9464; 0 picks a free port
 HAYSCOPE_METRICS_HOST: Final = "HAYSCOPE_METRICS_HOST"  # default 127.0.0.1
@@ -142,6 +144,23 @@ def port(value: object, source: str, argument_name: str) -> int:
             "or 0 to pick a free one."
         )
     return number
+
+
+TRUE_WORDS: Final = ("true", "1", "yes", "on")
+FALSE_WORDS: Final = ("false", "0", "no", "off")
+
+
+def boolean(value: object, source: str, argument_name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(
+        f"{_where(source, argument_name)}{value!r} is not a switch: use true or false (also 1/0, yes/no, on/off)."
+    )
 
 
 def text(value: object, source: str, argument_name: str, example: str) -> str:

@@ -25,6 +25,14 @@ from opentelemetry.sdk.trace.sampling import (
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from hayscope import settings
+from hayscope.content import (
+    DEFAULT_MAX_LENGTH,
+    ContentCapture,
+    Redactor,
+    content_capture,
+    content_policy,
+    use_content_capture,
+)
 from hayscope.loop import DEFAULT_INTERVAL, DEFAULT_THRESHOLD, LoopLagMonitor
 from hayscope.metrics import register_metrics
 from hayscope.multiprocess import multiprocess_dir, multiprocess_registry
@@ -75,6 +83,7 @@ class Telemetry:
         self.span_processor = span_processor
         self._log_limiter = log_limiter
         self.multiprocess_dir = multiprocess_dir
+        self.previous_content = ContentCapture()  # the content policy to restore at shutdown
         self._stopped = False
 
     @property
@@ -117,6 +126,7 @@ class Telemetry:
         run_within(self.tracer_provider.shutdown, deadline - time.monotonic(), "hayscope-shutdown")
         if self._log_limiter is not None:
             self._log_limiter.remove()
+        use_content_capture(self.previous_content)
         if self._structlog_config is not None:
             import structlog
 
@@ -152,6 +162,9 @@ def setup_telemetry(
     monitor_event_loop: bool = False,
     loop_lag_interval: float = DEFAULT_INTERVAL,
     loop_block_threshold: float = DEFAULT_THRESHOLD,
+    capture_content: bool | None = None,
+    content_max_length: int = DEFAULT_MAX_LENGTH,
+    redact: Redactor | None = None,
     set_global: bool = True,
 ) -> Telemetry:
     """Set up traces, metrics and (optionally) structlog for an application, and return the handle that stops them.
@@ -177,6 +190,10 @@ def setup_telemetry(
     - `monitor_event_loop=True` starts a `LoopLagMonitor` (heartbeat every `loop_lag_interval` s,
       stalls over `loop_block_threshold` s attributed) on the running loop: call setup from inside
       it, e.g. in your application's startup.
+    - `capture_content` (`HAYSTACK_CONTENT_TRACING_ENABLED`, default false): record component inputs
+      and outputs, pipeline data, prompts and replies on spans, each cut to `content_max_length`
+      characters, scrubbed of credentials and passed through `redact(key, value)` first (see
+      `hayscope.content`); `shutdown()` restores the previous policy.
     - `set_global=True` makes the provider OpenTelemetry's global one, if none is set yet, so that
       `TracedAsyncPipeline()` and other instrumentations use it without being told.
 
@@ -203,6 +220,9 @@ def setup_telemetry(
         if log_format not in LOG_FORMATS:
             raise ValueError(f"log_format={log_format!r} is not supported: use one of {', '.join(LOG_FORMATS)}.")
         mp_dir = multiprocess_dir()  # before any metric exists: a bad value fails here, not in prometheus_client
+        content_value, content_source = settings.pick(capture_content, settings.HAYSTACK_CONTENT_TRACING_ENABLED)
+        content_on = False if content_value is None else settings.boolean(content_value, content_source, "capture_content")
+        content = content_policy(content_on, max_length=content_max_length, redact=redact)
         provider = TracerProvider(
             resource=Resource.create({SERVICE_NAME: _service_name(service_name)}),
             sampler=_sampler(sampler, sampler_ratio),
@@ -244,6 +264,8 @@ def setup_telemetry(
         if monitor is not None:
             monitor.start()
         _active = Telemetry(provider, registry, server, structlog_config, monitor, processor, limiter, mp_dir)
+        _active.previous_content = content_capture()
+        use_content_capture(content)
         return _active
 
 
