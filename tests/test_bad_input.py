@@ -130,3 +130,60 @@ async def test_a_failing_redaction_hook_or_odd_inputs_never_reach_the_pipeline()
     finally:
         configure_content_capture(False)
     assert result == {"second": {"value": 3}}
+
+
+SETUP_CASES = [
+    # (arguments, environment, error, message): each setup_telemetry argument and variable, wrong
+    # in type, range or format (tests/test_setup.py has more of the format cases).
+    ({"service_name": 5}, {}, ValueError, r"service_name=5 must be a non-empty string"),
+    ({"traces_exporter": 3}, {}, ValueError, r"traces_exporter=3 is not supported: use one of otlp, console, none"),
+    ({"otlp_endpoint": 4317}, {}, ValueError, r"otlp_endpoint=4317 is not an OTLP endpoint: give a URL"),
+    ({"otlp_endpoint": "ftp://x:1"}, {}, ValueError, r"otlp_endpoint='ftp://x:1' is not an OTLP endpoint"),
+    ({"otlp_headers": {"a": 1}}, {}, ValueError, r"otlp_headers=\{'a': 1\} are not OTLP headers"),
+    ({"otlp_timeout": "10"}, {}, ValueError, r"otlp_timeout='10' is not a number: pass one, e.g. otlp_timeout=10"),
+    ({"otlp_timeout": float("inf")}, {}, ValueError, r"otlp_timeout=inf is not a timeout"),
+    ({"sampler": 3}, {}, ValueError, r"sampler=3 is not supported: use one of always_on"),
+    ({"sampler_ratio": "half"}, {}, ValueError, r"sampler_ratio='half' is not a number"),
+    ({"sampler_ratio": -0.1}, {}, ValueError, r"sampler_ratio=-0.1 is not a sampling ratio: give a number from 0 to 1"),
+    ({"span_exporter": "otlp"}, {}, TypeError, r"span_exporter='otlp' is not an opentelemetry SpanExporter"),
+    ({"serve_metrics": "no"}, {}, TypeError, r"serve_metrics='no' is not a bool: pass True or False"),
+    ({"metrics_host": ""}, {}, ValueError, r"metrics_host='' must be a non-empty string, e.g. '127.0.0.1'"),
+    ({"metrics_port": "9464"}, {}, ValueError, r"metrics_port='9464' is not a number"),
+    ({"metrics_port": -1}, {}, ValueError, r"metrics_port=-1 is not a TCP port: give a number from 1 to 65535"),
+    ({"registry": "r"}, {}, TypeError, r"registry='r' is not a prometheus_client.CollectorRegistry"),
+    ({"duration_buckets": []}, {}, ValueError, r"duration_buckets=\(\) is not usable: give a non-empty list"),
+    ({"configure_logging": "yes"}, {}, TypeError, r"configure_logging='yes' is not a bool"),
+    ({"log_format": 3}, {}, ValueError, r"log_format=3 is not supported: use one of console, json, keyvalue"),
+    ({"monitor_event_loop": "yes"}, {}, TypeError, r"monitor_event_loop='yes' is not a bool"),
+    ({"monitor_event_loop": True}, {}, ValueError, r"monitor_event_loop=True needs a running event loop"),
+    ({"loop_lag_interval": 0}, {}, ValueError, r"loop_lag_interval=0 is out of range: give seconds from 0.001"),
+    ({"loop_block_threshold": "x"}, {}, ValueError, r"loop_block_threshold='x' is out of range"),
+    ({"set_global": "x"}, {}, TypeError, r"set_global='x' is not a bool"),
+    ({"capture_content": "sometimes"}, {}, ValueError, r"capture_content='sometimes' is not a switch"),
+    ({}, {"OTEL_TRACES_EXPORTER": "jaeger"}, ValueError, r"OTEL_TRACES_EXPORTER='jaeger' is not supported"),
+    ({}, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "collector:4317"}, ValueError, r"is not an OTLP endpoint"),
+    ({}, {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, ValueError, r"'http/json' is not supported"),
+    ({}, {"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "-5"}, ValueError, r"TIMEOUT='-5' is not a timeout"),
+    ({}, {"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "=x"}, ValueError, r"HEADERS='=x' are not OTLP headers"),
+    ({}, {"OTEL_TRACES_SAMPLER": "sometimes"}, ValueError, r"OTEL_TRACES_SAMPLER='sometimes' is not supported"),
+    ({}, {"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, ValueError, r"OTEL_BSP_MAX_QUEUE_SIZE='lots' is not a positive whole"),
+    ({}, {"OTEL_BSP_SCHEDULE_DELAY": "-1"}, ValueError, r"OTEL_BSP_SCHEDULE_DELAY='-1' is not a positive whole"),
+    ({}, {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "0"}, ValueError, r"OTEL_BSP_MAX_EXPORT_BATCH_SIZE='0' is not"),
+    ({}, {"HAYSCOPE_METRICS_PORT": "http"}, ValueError, r"HAYSCOPE_METRICS_PORT='http' is not a TCP port"),
+    ({}, {"HAYSTACK_CONTENT_TRACING_ENABLED": "maybe"}, ValueError, r"'maybe' is not a switch"),
+    ({}, {"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/hayscope"}, ValueError, r"'/nonexistent/hayscope' is not a directory"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "env", "error", "message"), SETUP_CASES)
+def test_bad_configuration_is_refused_at_setup(monkeypatch, arguments, env, error, message):
+    from hayscope import setup_telemetry
+    from hayscope.content import content_capture
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    port = {} if "HAYSCOPE_METRICS_PORT" in env else {"metrics_port": 0}  # an argument would beat the variable
+    settings = {"registry": CollectorRegistry(), "set_global": False, **port, **arguments}
+    with pytest.raises(error, match=message):
+        setup_telemetry(**settings).shutdown()
+    assert content_capture().enabled is False  # nothing was left switched on

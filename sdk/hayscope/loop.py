@@ -41,7 +41,7 @@ def stack_summary(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[str]
     return [f"{f.filename}:{f.lineno} {f.name}" for f in reversed(frames)]
 
 
-def _check(name: str, value: object) -> float:
+def check_interval(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.001 <= value <= 60:
         raise ValueError(f"{name}={value!r} is out of range: give seconds from 0.001 to 60, e.g. {name}=0.1.")
     return float(value)
@@ -60,8 +60,8 @@ class LoopLagMonitor:
         threshold: float = DEFAULT_THRESHOLD,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.interval = _check("interval", interval)
-        self.threshold = _check("threshold", threshold)
+        self.interval = check_interval("interval", interval)
+        self.threshold = check_interval("threshold", threshold)
         self._metrics = register_metrics(registry)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0

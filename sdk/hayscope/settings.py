@@ -108,7 +108,14 @@ def headers(value: object, source: str, argument_name: str) -> dict[str, str]:
     )
 
 
+def _number_argument(value: object, source: str, argument_name: str, example: str) -> None:
+    """Variables are text; an argument must be a number already (a string there is a mistake)."""
+    if source == "argument" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"{argument_name}={value!r} is not a number: pass one, e.g. {argument_name}={example}.")
+
+
 def ratio(value: object, source: str, argument_name: str) -> float:
+    _number_argument(value, source, argument_name, "0.1")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -122,6 +129,7 @@ def ratio(value: object, source: str, argument_name: str) -> float:
 
 
 def seconds(value: object, source: str, argument_name: str) -> float:
+    _number_argument(value, source, argument_name, "10")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -134,6 +142,7 @@ def seconds(value: object, source: str, argument_name: str) -> float:
 
 
 def port(value: object, source: str, argument_name: str) -> int:
+    _number_argument(value, source, argument_name, "9464")
     try:
         number = int(value) if not isinstance(value, (bool, float)) else -1  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -144,6 +153,22 @@ def port(value: object, source: str, argument_name: str) -> int:
             "or 0 to pick a free one."
         )
     return number
+
+
+# The SDK's BatchSpanProcessor variables: it would log and fall back on a bad one; hayscope refuses it.
+BSP_VARIABLES: Final = {
+    "OTEL_BSP_MAX_QUEUE_SIZE": 2048,
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 512,
+    "OTEL_BSP_SCHEDULE_DELAY": 5000,
+    "OTEL_BSP_EXPORT_TIMEOUT": 30000,
+}
+
+
+def check_batch_variables() -> None:
+    for name, default in BSP_VARIABLES.items():
+        value = os.environ.get(name, "").strip()
+        if value and not (value.isdigit() and int(value) > 0):
+            raise ValueError(f"{name}={value!r} is not a positive whole number: e.g. {default} (the default).")
 
 
 TRUE_WORDS: Final = ("true", "1", "yes", "on")

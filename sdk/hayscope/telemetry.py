@@ -33,7 +33,7 @@ from hayscope.content import (
     content_policy,
     use_content_capture,
 )
-from hayscope.loop import DEFAULT_INTERVAL, DEFAULT_THRESHOLD, LoopLagMonitor
+from hayscope.loop import DEFAULT_INTERVAL, DEFAULT_THRESHOLD, LoopLagMonitor, check_interval
 from hayscope.metrics import register_metrics
 from hayscope.multiprocess import multiprocess_dir, multiprocess_registry
 from hayscope.serving import MetricsServer
@@ -219,6 +219,20 @@ def setup_telemetry(
             return _active
         if log_format not in LOG_FORMATS:
             raise ValueError(f"log_format={log_format!r} is not supported: use one of {', '.join(LOG_FORMATS)}.")
+        _check_flags(
+            serve_metrics=serve_metrics,
+            configure_logging=configure_logging,
+            monitor_event_loop=monitor_event_loop,
+            set_global=set_global,
+        )
+        check_interval("loop_lag_interval", loop_lag_interval)
+        check_interval("loop_block_threshold", loop_block_threshold)
+        if span_exporter is not None and not isinstance(span_exporter, SpanExporter):
+            raise TypeError(
+                f"span_exporter={span_exporter!r} is not an opentelemetry SpanExporter: pass an exporter instance, "
+                "or use traces_exporter='otlp' / 'console' / 'none' to choose one by name."
+            )
+        settings.check_batch_variables()
         mp_dir = multiprocess_dir()  # before any metric exists: a bad value fails here, not in prometheus_client
         content_value, content_source = settings.pick(capture_content, settings.HAYSTACK_CONTENT_TRACING_ENABLED)
         content_on = False if content_value is None else settings.boolean(content_value, content_source, "capture_content")
@@ -267,6 +281,12 @@ def setup_telemetry(
         _active.previous_content = content_capture()
         use_content_capture(content)
         return _active
+
+
+def _check_flags(**flags: object) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name}={value!r} is not a bool: pass True or False.")
 
 
 def _loop_monitor(registry: CollectorRegistry | None, interval: float, threshold: float) -> LoopLagMonitor:
