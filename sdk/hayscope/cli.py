@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _positive(text: str) -> int:
@@ -44,6 +45,21 @@ def _quiet_model_loading() -> None:
         os.environ.setdefault(name, value)
 
 
+def _session_options(args: argparse.Namespace, title: str, service_name: str, forever: bool = False) -> Any:
+    from hayscope.session import SessionOptions
+
+    return SessionOptions(
+        title=title,
+        service_name=service_name,
+        concurrency=args.concurrency,
+        metrics_port=args.metrics_port,
+        show_partial=args.show_partial,
+        html=args.html,
+        json=args.json,
+        forever=forever,
+    )
+
+
 def demo(args: argparse.Namespace) -> int:
     _quiet_model_loading()
     from haystack.document_stores.in_memory import InMemoryDocumentStore
@@ -53,7 +69,7 @@ def demo(args: argparse.Namespace) -> int:
     from hayscope.demo import rag
     from hayscope.demo.corpus import QUESTIONS
     from hayscope.llm_server import LatencyModel, LocalLLMServer
-    from hayscope.session import SessionOptions, run_session
+    from hayscope.session import run_session
 
     if args.llm == "openai" and not os.environ.get("OPENAI_API_KEY"):
         print(
@@ -82,15 +98,8 @@ def demo(args: argparse.Namespace) -> int:
         pipeline = rag.build_rag_pipeline(store, generator, max_workers=args.max_workers, **pipeline_kwargs)
         return pipeline, [rag.question_data(question) for question in questions]
 
-    options = SessionOptions(
-        title=f"hayscope demo: {args.runs} questions, concurrency {args.concurrency}",
-        service_name="hayscope-demo",
-        concurrency=args.concurrency,
-        metrics_port=args.metrics_port,
-        show_partial=args.show_partial,
-        html=args.html,
-        json=args.json,
-        forever=args.forever,
+    options = _session_options(
+        args, f"hayscope demo: {args.runs} questions, concurrency {args.concurrency}", "hayscope-demo", args.forever
     )
     try:
         result = run_session(options, prepare)
@@ -105,7 +114,7 @@ def demo(args: argparse.Namespace) -> int:
 
 def profile(args: argparse.Namespace) -> int:
     from hayscope.profiling import ProfileError, cycle_inputs, load_pipeline, read_inputs
-    from hayscope.session import SessionOptions, run_session
+    from hayscope.session import run_session
 
     async def prepare(pipeline_kwargs: dict) -> tuple:
         extra = {"max_workers": args.max_workers} if args.max_workers else {}
@@ -113,14 +122,8 @@ def profile(args: argparse.Namespace) -> int:
         inputs = read_inputs(args.inputs, pipeline)
         return pipeline, cycle_inputs(inputs, args.runs or len(inputs))
 
-    options = SessionOptions(
-        title=f"hayscope profile {args.pipeline}: concurrency {args.concurrency}",
-        service_name="hayscope-profile",
-        concurrency=args.concurrency,
-        metrics_port=args.metrics_port,
-        show_partial=args.show_partial,
-        html=args.html,
-        json=args.json,
+    options = _session_options(
+        args, f"hayscope profile {args.pipeline}: concurrency {args.concurrency}", "hayscope-profile"
     )
     try:
         result = run_session(options, prepare)

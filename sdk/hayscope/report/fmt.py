@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # model imports nothing from here; the annotation only
+    from hayscope.report.model import ComponentStats
 
 MISSING = "–"
 
@@ -50,3 +54,22 @@ def clip(value: str, width: int) -> str:
     if width <= 0:
         return ""
     return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def component_cells(component: ComponentStats, several_pipelines: bool) -> list[str]:
+    """A component's row, as the text and HTML tables both show it (names qualified when several pipelines)."""
+    c = component
+    return [
+        f"{c.pipeline}/{c.name}" if several_pipelines else c.name,
+        c.type,
+        c.mode,
+        str(c.executions),
+        str(c.errors),
+        ms(c.p50_seconds),
+        ms(c.p95_seconds),
+        ms(c.p99_seconds),
+        ms(c.queue_wait_p95_seconds),
+        ms(c.loop_held_p95_seconds),
+        ms(c.schedule_wait_p95_seconds),
+        pct(c.share_of_run_time),
+    ]

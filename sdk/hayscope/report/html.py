@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from hayscope.report.fmt import MISSING, ms, num, pct, rate, secs
+from hayscope.report.fmt import MISSING, component_cells, ms, num, pct, rate, secs
 from hayscope.report.json_report import to_json_text
 from hayscope.report.model import Report
 from hayscope.report.plots import breakdown_plot, in_flight_plot, latency_plot, loop_lag_plot, waterfall_plot
@@ -183,24 +183,7 @@ def _pipelines(report: Report) -> str:
 
 def _components(report: Report) -> str:
     several = len({c.pipeline for c in report.components}) > 1
-    rows = [
-        [
-            f"{c.pipeline}/{c.name}" if several else c.name,
-            c.type,
-            c.mode,
-            str(c.executions),
-            str(c.errors),
-            ms(c.p50_seconds),
-            ms(c.p95_seconds),
-            ms(c.p99_seconds),
-            ms(c.queue_wait_p95_seconds),
-            ms(c.loop_held_p95_seconds),
-            ms(c.schedule_wait_p95_seconds),
-            pct(c.share_of_run_time),
-            pct(c.queued_share),
-        ]
-        for c in report.components
-    ]
+    rows = [[*component_cells(c, several), pct(c.queued_share)] for c in report.components]
     headers = ["component", "type", "mode", "execs", "errors", "p50", "p95", "p99", "queue p95", "held p95",
                "sched p95", "share", "queued"]  # fmt: skip
     legend = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-from hayscope.report.fmt import clip, ms, num, pct, rate, secs
+from hayscope.report.fmt import clip, component_cells, ms, num, pct, rate, secs
 from hayscope.report.model import Report, Waterfall
 from hayscope.report.spans import KIND_COMPONENT, KIND_RUN
 
@@ -79,26 +79,10 @@ def _component_table(report: Report, width: int) -> list[str]:
         "sched p95",
         "share",
     ]
-    rows = [
-        [
-            f"{c.pipeline}/{c.name}" if several else c.name,
-            c.type,
-            c.mode,
-            str(c.executions),
-            str(c.errors),
-            ms(c.p50_seconds),
-            ms(c.p95_seconds),
-            ms(c.p99_seconds),
-            ms(c.queue_wait_p95_seconds),
-            ms(c.loop_held_p95_seconds),
-            ms(c.schedule_wait_p95_seconds),
-            pct(c.share_of_run_time),
-        ]
-        for c in report.components
-    ]
+    rows = [component_cells(c, several) for c in report.components]
     legend = (
         "queue: waiting for a worker thread; held: own code holding the event loop; sched: waiting to start "
-        "(concurrency limit); share: of the summed run time"
+        "(concurrency limit or a busy loop); share: of the summed run time"
     )
     return [*_table(headers, rows, width, text_columns=3, optional=1), *textwrap.wrap(legend, width)]
 
