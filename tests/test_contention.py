@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from haystack import component
 from haystack.components.joiners import ListJoiner
+from haystack.core.component.types import GreedyVariadic
 
 from hayscope import LoopLagMonitor
 from hayscope.metrics import NO_COMPONENT
@@ -233,3 +234,41 @@ def test_bad_monitor_settings_are_refused(capture, kwargs):
     (name, value), = kwargs.items()
     with pytest.raises(ValueError, match=rf"{name}={value!r} is out of range: give seconds from 0.001 to 60"):
         LoopLagMonitor(registry=capture.registry, **kwargs)
+
+
+@component
+class GreedySum:
+    """A greedy-variadic socket: haystack runs it alone, once every running component has finished."""
+
+    def __init__(self) -> None:
+        # Declared at run time: this module's postponed annotations would hide the socket's kind.
+        component.set_input_types(self, values=GreedyVariadic[int])
+
+    @component.output_types(value=int)
+    def run(self, **inputs: Any) -> dict[str, Any]:
+        return {"value": sum(inputs["values"])}
+
+
+async def test_a_greedy_variadic_component_waits_for_running_ones_and_that_is_its_schedule_wait(capture):
+    from components import AsyncAdd
+
+    pipeline = capture.pipeline(name="greedy")
+    pipeline.add_component("src", AsyncAdd(0))
+    pipeline.add_component("fast", AsyncAdd(1))
+    pipeline.add_component("slow", AsyncAdd(2, delay=0.2))
+    pipeline.add_component("sum", GreedySum())
+    pipeline.connect("src.value", "fast.value")
+    pipeline.connect("src.value", "slow.value")
+    pipeline.connect("fast.value", "sum.values")
+    pipeline.connect("slow.value", "sum.values")
+
+    await pipeline.run_async({"src": {"value": 1}})
+
+    (summed,) = capture.spans_named("haystack.component.run sum")
+    (slow,) = capture.spans_named("haystack.component.run slow")
+    # Chosen once `fast` delivered, it started only after `slow` (still running) had finished.
+    assert summed.attributes["hayscope.component.schedule_wait"] >= 0.15
+    assert summed.start_time < slow.end_time <= summed.start_time + int(summed.attributes[
+        "hayscope.component.schedule_wait"] * 1e9) + 5_000_000
+    waits = [s for s in capture.spans_named("waiting to start") if s.parent.span_id == summed.context.span_id]
+    assert len(waits) == 1

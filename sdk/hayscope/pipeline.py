@@ -195,6 +195,17 @@ class TracedAsyncPipeline(Pipeline):
             run.scheduled_now(component_name)
         super()._schedule_component(component_name=component_name, **kwargs)
 
+    async def _run_component_in_isolation(  # type: ignore[override]
+        self, *, component_name: str, **kwargs: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        # A greedy-variadic component runs alone: haystack first waits for every running task. That
+        # wait is its schedule wait, from the moment haystack chose it.
+        run = current_run()
+        if run is not None:
+            run.scheduled_now(component_name)
+        async for partial in super()._run_component_in_isolation(component_name=component_name, **kwargs):
+            yield partial
+
     def _run_attributes(self, execution_mode: str) -> dict[str, Any]:
         return {
             semconv.PIPELINE_NAME: self._name,
