@@ -444,7 +444,7 @@ def test_verdict_blocked_event_loop() -> None:
 def test_verdict_schedule_wait() -> None:
     ranker = stats("ranker", total=2.0, schedule=0.9)
     assert verdict([LLM, ranker]) == (
-        "llm: 71% of run time; ranker waited 45% of its time for the concurrency limit: raise concurrency_limit"
+        "llm: 71% of run time; ranker waited 45% of its time to start: raise concurrency_limit, or check the event loop lag"
     )
     assert "concurrency" not in verdict([LLM, stats("ranker", total=2.0, schedule=0.4)])
 
@@ -459,7 +459,7 @@ def test_verdict_puts_a_blocked_loop_first_then_the_costliest_wait() -> None:
     assert "loader blocked the event loop for 0.60 s" in verdict([LLM, embedder, ranker, *blockers])
     # the largest contributor can be its own cause
     assert verdict([stats("llm", total=9.0, share=0.9, schedule=3.0)]) == (
-        "llm: 90% of run time; llm waited 33% of its time for the concurrency limit: raise concurrency_limit"
+        "llm: 90% of run time; llm waited 33% of its time to start: raise concurrency_limit, or check the event loop lag"
     )
 
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 # A thread component queued for a worker more than this share of its time: the pool is too small.
 QUEUE_SHARE_LIMIT: Final = 0.20
-# A component waited for the pipeline's concurrency_limit more than this share of its time.
+# A component waited to start (concurrency_limit, or a busy loop) more than this share of its time.
 SCHEDULE_SHARE_LIMIT: Final = 0.20
 # Blocked-loop seconds past which a component is named: the loop monitor only counts stalls past its
 # threshold (0.1 s by default), so any count is real; this skips a lone borderline stall.
@@ -36,8 +36,9 @@ def verdict(components: Sequence[ComponentStats]) -> str:
          call to a thread or await an async API;
        - a thread component queued for a worker more than QUEUE_SHARE_LIMIT of its time: raise
          max_workers or give it its own executor;
-       - a component that waited to start (for the concurrency limit) more than
-         SCHEDULE_SHARE_LIMIT of its time: raise concurrency_limit.
+       - a component that waited to start (held back by the concurrency limit, or by an event loop
+         busy elsewhere) more than SCHEDULE_SHARE_LIMIT of its time: raise concurrency_limit, or
+         check the loop lag.
        Share-based causes that cost less than NOISE_SHARE of all component time are noise.
     3. The most significant cause: a blocked loop comes first, the component that blocked it
        longest. While the loop is blocked nothing else on it runs, so a block also shows up as
@@ -82,8 +83,8 @@ def verdict(components: Sequence[ComponentStats]) -> str:
                 (
                     0,
                     c.schedule_wait_total_seconds,
-                    f"{label(c)} waited {percent(c.schedule_wait_share)} of its time for the concurrency limit: "
-                    "raise concurrency_limit",
+                    f"{label(c)} waited {percent(c.schedule_wait_share)} of its time to start: "
+                    "raise concurrency_limit, or check the event loop lag",
                 )
             )
     if not causes:
