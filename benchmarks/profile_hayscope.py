@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_overhead as bench  # noqa: E402
 
+import hayscope.metrics as hayscope_metrics  # noqa: E402
 import hayscope.pipeline as hayscope_pipeline  # noqa: E402
 import hayscope.recording as hayscope_recording  # noqa: E402
 from hayscope import TracedAsyncPipeline  # noqa: E402
@@ -61,10 +62,11 @@ PRIMITIVES = (
     Primitive("prometheus Histogram.observe", "prometheus_client/metrics.py", ("observe",)),
     Primitive("prometheus exemplar validation", "prometheus_client/validation.py", ("_validate_exemplar",)),
     Primitive("prometheus Gauge/Counter inc+dec", "prometheus_client/metrics.py", ("inc", "dec")),
-    Primitive("hayscope _exemplar (hex ids)", "hayscope/recording.py", ("_exemplar",)),
+    Primitive("hayscope _exemplar (hex ids)", "hayscope/", ("_exemplar", "exemplar_labels")),
+    Primitive("hayscope SampleBuffer.add", "hayscope/metrics.py", ("add",)),
     Primitive("otel context set_value (Context copy)", "opentelemetry/context/__init__.py", ("set_value",)),
     Primitive("otel context attach+detach", "opentelemetry/context/__init__.py", ("attach", "detach")),
-    Primitive("LoopHeldTimer steps", "hayscope/timing.py", ("_step_done",)),
+    Primitive("LoopHeldTimer steps", "hayscope/timing.py", ("__await__",)),
     Primitive("time.perf_counter / time_ns", "~", ("<built-in method time.perf_counter>",
                                                    "<built-in method time.time_ns>")),  # fmt: skip
 )
@@ -160,6 +162,11 @@ def micro_costs() -> dict[str, float]:
         costs.pop("prometheus Histogram.observe with exemplar") - costs["prometheus Histogram.observe"]
         - costs["hayscope _exemplar (hex ids)"]
     )  # fmt: skip
+    buffer_class = getattr(hayscope_metrics, "SampleBuffer", None)
+    if buffer_class is not None:  # one execution's record of 5 samples; the bulk apply every FLUSH_EVERY included
+        buffer = buffer_class()
+        record = ((histogram,) * 4, (0.001,) * 4, None, 0.0, ((gauge, 1),))
+        costs["hayscope SampleBuffer.add"] = micro(lambda: buffer.add(record))
     timer = getattr(sys.modules.get("hayscope.timing"), "LoopHeldTimer", None)
     if timer is not None:
         loop = asyncio.new_event_loop()
@@ -197,12 +204,29 @@ def _no_exemplar(span: Any) -> None:
     return None
 
 
-NO_EXEMPLARS = (Patch(hayscope_recording, "_exemplar", _no_exemplar),)
-NO_METRICS = (
-    Patch(Histogram, "observe", _noop),
-    Patch(Gauge, "inc", _noop),
-    Patch(Gauge, "dec", _noop),
-    Patch(Counter, "inc", _noop),
+def _patchable(patches: tuple[Patch, ...]) -> bool:
+    return all(patch.name in vars(patch.owner) for patch in patches)
+
+
+def _first_patchable(*choices: tuple[Patch, ...]) -> tuple[Patch, ...]:
+    """The first set of patches this hayscope has the targets of (internals differ between commits)."""
+    return next((patches for patches in choices if patches and _patchable(patches)), choices[-1])
+
+
+# Samples are buffered (SampleBuffer) and their exemplar comes from `_sampled` since the buffer
+# was added; before, each was an observe()/inc() with an exemplar made by `_exemplar`.
+NO_EXEMPLARS = _first_patchable(
+    (Patch(hayscope_recording, "_sampled", _no_exemplar),),
+    (Patch(hayscope_recording, "_exemplar", _no_exemplar),),
+)
+NO_METRICS = _first_patchable(
+    (Patch(hayscope_metrics.SampleBuffer, "add", _noop),) if hasattr(hayscope_metrics, "SampleBuffer") else (),
+    (
+        Patch(Histogram, "observe", _noop),
+        Patch(Gauge, "inc", _noop),
+        Patch(Gauge, "dec", _noop),
+        Patch(Counter, "inc", _noop),
+    ),
 )
 NO_LOOP_HELD_TIMER = (Patch(hayscope_pipeline, "LoopHeldTimer", _passthrough_timer),)
 NO_SCHEDULE_HOOK = (Patch(TracedAsyncPipeline, "_schedule_component", Pipeline._schedule_component),)
@@ -218,10 +242,6 @@ def patched(patches: tuple[Patch, ...]) -> Iterator[None]:
     finally:
         for patch, original in saved:
             setattr(patch.owner, patch.name, original)
-
-
-def _patchable(patches: tuple[Patch, ...]) -> bool:
-    return all(patch.name in vars(patch.owner) for patch in patches)
 
 
 @dataclass

@@ -6,16 +6,21 @@ the README table and (later) the dashboards are all read from `CATALOGUE`.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import math
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+import structlog
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 from hayscope.executor import live_states
 
@@ -255,12 +260,191 @@ class _BoundedValues:
         return OVERFLOW_LABEL_VALUE
 
 
+# One buffered record: histogram children with the amounts they observe (in the same order), the
+# span context of a sampled execution (its ids become the exemplar) or None, the wall time of the
+# record (the exemplar's timestamp), and (counter or gauge child, amount) pairs to add.
+SampleRecord = tuple[tuple[Histogram, ...], Sequence[float], Any, float, tuple[tuple["Counter | Gauge", float], ...]]
+
+# Records applied from the hot path at the latest every this many, so memory stays bounded when
+# nothing scrapes.
+FLUSH_EVERY: Final = 1024
+# One lock for every buffer's flush; a forked child gets a fresh one (a thread may have held it).
+_flush_lock = threading.Lock()
+
+
+def _new_flush_lock() -> None:
+    global _flush_lock
+    _flush_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_flush_lock)
+
+
+class SampleBuffer:
+    """Metric samples recorded without taking a lock, applied to the instruments in bulk.
+
+    Each `observe()` or `inc()` of prometheus_client takes a lock, and `observe()` validates its
+    exemplar every time; a component execution makes 5 to 7 of them. Recording a `SampleRecord`
+    here is one deque append (atomic under the GIL). Records are applied before any instrument of
+    the same `Metrics` is collected, so every scrape sees all of them, and every `FLUSH_EVERY`
+    records. Applying adds them up per child (bucket counts, sum, the last exemplar of each bucket)
+    and leaves exactly what the same `observe()` and `inc()` calls would have left.
+
+    In prometheus_client's multiprocess mode values live in files that another process reads, so
+    records are applied at once.
+    """
+
+    __slots__ = ("_at_once", "_records")
+
+    def __init__(self) -> None:
+        self._records: collections.deque[SampleRecord] = collections.deque()
+        self._at_once = values.ValueClass is not values.MutexValue
+
+    def add(self, record: SampleRecord) -> None:
+        if self._at_once:
+            _apply_or_log((record,))
+            return
+        records = self._records
+        records.append(record)
+        if len(records) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply every record added so far (called before a collect, and from `add`)."""
+        if not self._records:
+            return
+        with _flush_lock:
+            records = self._records
+            # popleft is atomic too: records added meanwhile stay for the next flush
+            _apply_or_log([records.popleft() for _ in range(len(records))])
+
+
+_failure_logged = False
+
+
+def _apply_or_log(records: Sequence[SampleRecord]) -> None:
+    """`_apply`, which must never fail a pipeline run or a scrape: a failure is logged once and its records dropped."""
+    global _failure_logged
+    try:
+        _apply(records)
+    except Exception as error:  # e.g. a prometheus_client whose histogram fields differ (see below)
+        if not _failure_logged:
+            _failure_logged = True
+            structlog.get_logger("hayscope.telemetry").warning(
+                "metric samples could not be recorded; the pipeline is not affected", error=repr(error)
+            )
+
+
+def _apply(records: Iterable[SampleRecord]) -> None:
+    # The amounts of each tuple of histograms (a component's layout) by record, and the records
+    # of that tuple with an exemplar, with their position (observe() keeps the last exemplar).
+    rows: dict[tuple[Histogram, ...], list[Sequence[float]]] = collections.defaultdict(list)
+    sampled: dict[tuple[Histogram, ...], list[tuple[int, SampleRecord]]] = collections.defaultdict(list)
+    totals: dict[Counter | Gauge, float] = collections.defaultdict(float)
+    for position, record in enumerate(records):
+        histograms, amounts, span_context, _at, increments = record
+        if histograms:
+            rows[histograms].append(amounts)
+            if span_context is not None:
+                sampled[histograms].append((position, record))
+        for metric, amount in increments:
+            totals[metric] += amount
+    exemplars: dict[tuple[Histogram, int], tuple[int, Any, float, float]] = {}
+    for histograms, amount_rows in rows.items():
+        for column, (histogram, amounts) in enumerate(zip(histograms, zip(*amount_rows))):
+            filled = _observe_all(histogram, amounts)
+            _last_sampled(exemplars, histogram, column, sampled.get(histograms, []), filled)
+    for (histogram, bucket), (_position, span_context, amount, at) in exemplars.items():
+        histogram._buckets[bucket].set_exemplar(Exemplar(exemplar_labels(span_context), amount, at))
+    for metric, amount in totals.items():
+        if amount:
+            metric.inc(amount)
+
+
+# prometheus_client's own fields of a histogram child, the ones observe() updates: _upper_bounds,
+# _buckets (a value per bucket, not cumulative) and _sum. Amounts are never NaN (clock differences
+# and token counts).
+
+
+def _bucket(histogram: Histogram, amount: float) -> int:
+    """The bucket observe() counts `amount` in: the first upper bound >= amount."""
+    return bisect.bisect_left(histogram._upper_bounds, amount)
+
+
+def _observe_all(histogram: Histogram, amounts: Sequence[float]) -> int:
+    """Adds what observe() of each amount adds: their sum, and one per amount to its bucket.
+
+    Counted on the sorted amounts, a bucket at a time. Returns how many buckets got some.
+    """
+    histogram._sum.inc(sum(amounts))
+    bounds, buckets = histogram._upper_bounds, histogram._buckets
+    ordered = sorted(amounts)
+    start = bucket = filled = 0
+    while start < len(ordered):
+        bucket = bisect.bisect_left(bounds, ordered[start], bucket)
+        end = max(bisect.bisect_right(ordered, bounds[bucket], start), start + 1)  # the amounts in this bucket
+        buckets[bucket].inc(end - start)
+        start, filled = end, filled + 1
+    return filled
+
+
+def _last_sampled(
+    exemplars: dict[tuple[Histogram, int], tuple[int, Any, float, float]],
+    histogram: Histogram,
+    column: int,
+    sampled: list[tuple[int, SampleRecord]],
+    filled: int,
+) -> None:
+    """Keeps in `exemplars` the last sampled observation of each bucket of `histogram`."""
+    seen: set[int] = set()
+    for position, (_histograms, amounts, span_context, at, _increments) in reversed(sampled):
+        if len(seen) == filled:  # every bucket with observations has its last one
+            return
+        amount = amounts[column]
+        bucket = _bucket(histogram, amount)
+        if bucket not in seen:
+            seen.add(bucket)
+            kept = exemplars.get((histogram, bucket))
+            if kept is None or kept[0] < position:  # the histogram may be in another layout too
+                exemplars[histogram, bucket] = (position, span_context, amount, at)
+
+
+def exemplar_labels(span_context: Any) -> dict[str, str]:
+    """The exemplar of a sampled span: its trace and span ids, as a trace backend links them."""
+    return {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
+
+
+class _Buffered:
+    """Mixin of the instruments `Metrics` makes: the buffered samples are applied before a collect."""
+
+    buffer: SampleBuffer | None = None  # set on the parent instrument, the one a registry collects
+
+    def collect(self) -> Iterable[Metric]:
+        if self.buffer is not None:
+            self.buffer.flush()
+        return super().collect()  # type: ignore[misc]
+
+
+class _Histogram(_Buffered, Histogram):
+    pass
+
+
+class _Counter(_Buffered, Counter):
+    pass
+
+
+class _Gauge(_Buffered, Gauge):
+    pass
+
+
 class Metrics:
     """The instruments of the catalogue, registered once in one registry."""
 
     def __init__(self, registry: CollectorRegistry, duration_buckets: Sequence[float] | None = None) -> None:
         self.registry = registry
         self.duration_buckets = _check_buckets(duration_buckets or DEFAULT_DURATION_BUCKETS)
+        self.buffer = SampleBuffer()  # where pipelines record their samples (applied before each collect)
         self.pipeline_names = _BoundedValues(MAX_PIPELINE_LABEL_VALUES)
         self.component_names = _BoundedValues(MAX_COMPONENT_LABEL_VALUES)
         self.component_types = _BoundedValues(MAX_COMPONENT_LABEL_VALUES)
@@ -284,7 +468,7 @@ class Metrics:
         registry.register(_ExecutorCollector())
 
     def _histogram(self, spec: MetricSpec, buckets: Sequence[float] | None = None) -> Histogram:
-        return Histogram(
+        histogram = _Histogram(
             spec.name,
             spec.help,
             spec.labels,
@@ -292,14 +476,20 @@ class Metrics:
             registry=self.registry,
             buckets=buckets or self.duration_buckets,
         )
+        histogram.buffer = self.buffer
+        return histogram
 
     def _counter(self, spec: MetricSpec) -> Counter:
-        return Counter(spec.name, spec.help, spec.labels, unit=spec.unit, registry=self.registry)
+        counter = _Counter(spec.name, spec.help, spec.labels, unit=spec.unit, registry=self.registry)
+        counter.buffer = self.buffer
+        return counter
 
     def _gauge(self, spec: MetricSpec) -> Gauge:
         # In prometheus_client's multiprocess mode: the sum over live processes (a dead worker's
         # runs are no longer in flight); outside it the mode is ignored.
-        return Gauge(spec.name, spec.help, spec.labels, registry=self.registry, multiprocess_mode="livesum")
+        gauge = _Gauge(spec.name, spec.help, spec.labels, registry=self.registry, multiprocess_mode="livesum")
+        gauge.buffer = self.buffer
+        return gauge
 
 
 class _ExecutorCollector(Collector):

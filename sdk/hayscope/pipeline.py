@@ -188,12 +188,13 @@ class TracedAsyncPipeline(Pipeline):
     def _make_executor_state(self) -> ExecutorState:
         return executor_state(self._executor, self._max_workers, name=self._name)
 
-    def _schedule_component(self, *, component_name: str, **kwargs: Any) -> None:
-        # The moment haystack decides to run a component: the start of its schedule wait.
+    def _schedule_component(self, **kwargs: Any) -> None:
+        # The moment haystack decides to run a component: the start of its schedule wait. The
+        # keywords pass through untouched (cheaper than taking component_name out and back in).
         run = current_run()
         if run is not None:
-            run.scheduled_now(component_name)
-        super()._schedule_component(component_name=component_name, **kwargs)
+            run.scheduled_now(kwargs["component_name"])
+        super()._schedule_component(**kwargs)
 
     async def _run_component_in_isolation(  # type: ignore[override]
         self, *, component_name: str, **kwargs: Any
@@ -300,9 +301,21 @@ class TracedAsyncPipeline(Pipeline):
                 component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
             )
         args = (component_name, component, component_inputs, component_visits, parent_span)
-        if _runs_async(instance):
-            return await _run_on_loop(run, args, break_point)
-        return await _run_in_worker_thread(run, args, break_point)
+        if not _runs_async(instance):
+            return await _run_in_worker_thread(run, args, break_point)
+        # An async component: haystack awaits its `run_async`; every step of it is timed on the loop.
+        # (Here rather than in a coroutine of its own: one frame less on every step.)
+        execution = run.start_component(component_name, instance, semconv.MODE_ASYNC, component_inputs)
+        token = otel_context.attach(execution.context)
+        try:
+            outputs = await LoopHeldTimer(Pipeline._run_component_async(*args, break_point=break_point), execution)
+        except BaseException as error:
+            execution.finish(None, error)
+            raise
+        finally:
+            otel_context.detach(token)
+        execution.finish(component_visits[component_name], outputs=outputs)
+        return outputs
 
     @staticmethod
     def _run_component(
@@ -334,22 +347,6 @@ class TracedAsyncPipeline(Pipeline):
             otel_context.detach(token)
         execution.finish(component_visits[component_name], outputs=outputs)
         return outputs
-
-
-async def _run_on_loop(run: PipelineRun, args: _ComponentArgs, break_point: Breakpoint | None) -> Mapping[str, Any]:
-    """An async component: haystack awaits its `run_async`; every step of it is timed on the loop."""
-    component_name, component, inputs, component_visits, _parent_span = args
-    execution = run.start_component(component_name, component["instance"], semconv.MODE_ASYNC, inputs)
-    token = otel_context.attach(execution.context)
-    try:
-        outputs = await LoopHeldTimer(Pipeline._run_component_async(*args, break_point=break_point), execution)
-    except BaseException as error:
-        execution.finish(None, error)
-        raise
-    finally:
-        otel_context.detach(token)
-    execution.finish(component_visits[component_name], outputs=outputs)
-    return outputs
 
 
 async def _run_in_worker_thread(

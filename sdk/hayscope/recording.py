@@ -18,14 +18,14 @@ from typing import Any
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
 from hayscope import genai, semconv
 from hayscope.content import content_capture, remember_secrets, scrub, secrets_of
 from hayscope.executor import ExecutorState
-from hayscope.metrics import Metrics
+from hayscope.metrics import Metrics, SampleRecord, exemplar_labels
 
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
 # A wait longer than this gets a child span of its own, to be seen in a waterfall.
@@ -35,6 +35,8 @@ STATUSES = (semconv.STATUS_OK, semconv.STATUS_ERROR, semconv.STATUS_CANCELLED)
 
 _loop_logger = structlog.get_logger("hayscope.loop")
 EXECUTION_KEY = otel_context.create_key("hayscope.component_execution")
+# The context of a run or execution that has ended: nothing is attached in it any more.
+_ENDED = otel_context.Context()
 
 
 def current_run() -> PipelineRun | None:
@@ -55,11 +57,20 @@ def status_of(error: BaseException | None) -> str:
     return semconv.STATUS_ERROR
 
 
-def _exemplar(span: Span) -> dict[str, str] | None:
+def _sampled(span: Span) -> SpanContext | None:
+    """The span's context if it is sampled: its ids are the exemplar of the samples it records."""
     span_context = span.get_span_context()
-    if not span_context.trace_flags.sampled:
-        return None
-    return {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
+    return span_context if span_context.trace_flags.sampled else None
+
+
+def _record(
+    histograms: tuple[Histogram, ...],
+    seconds: list[float] | tuple[float, ...],
+    sampled: SpanContext | None,
+    increments: tuple[tuple[Any, float], ...] = (),
+) -> SampleRecord:
+    """A buffered sample record; the exemplar's timestamp is taken now, as observe() takes it."""
+    return (histograms, seconds, sampled, 0.0 if sampled is None else time.time(), increments)
 
 
 _failure_logger = structlog.get_logger("hayscope.telemetry")
@@ -143,10 +154,15 @@ class PipelineTelemetry:
         self.label = metrics.pipeline_names.admit(name)
         self.span_name = f"{semconv.PIPELINE_SPAN} {name}"
         self._components: dict[tuple[str, type, str], ComponentTelemetry] = {}
-        self._in_flight = metrics.pipeline_runs_in_flight.labels(self.label)
+        self.buffer = metrics.buffer
+        in_flight = metrics.pipeline_runs_in_flight.labels(self.label)
+        self._started_record: SampleRecord = ((), (), None, 0.0, ((in_flight, 1),))
+        # status -> (the run-duration child, what else a finished run adds: one run, one less in flight)
+        self._ended: dict[str, tuple[tuple[Histogram], tuple[tuple[Any, float], ...]]] = {}
         for status in STATUSES:  # error and cancelled exist at zero from the start, for ratio queries
-            metrics.pipeline_runs.labels(self.label, status)
-            metrics.pipeline_run_duration.labels(self.label, status)
+            runs = metrics.pipeline_runs.labels(self.label, status)
+            duration = metrics.pipeline_run_duration.labels(self.label, status)
+            self._ended[status] = ((duration,), ((runs, 1), (in_flight, -1)))
 
     @property
     def executor(self) -> ExecutorState:
@@ -160,7 +176,7 @@ class PipelineTelemetry:
         span = _start_span(self.tracer, self.span_name, parent, attributes)
         if data is not None and content_capture().enabled and span.is_recording():
             span.set_attributes(_content_attributes(semconv.PIPELINE_INPUT_DATA, data))
-        self._in_flight.inc()
+        self.buffer.add(self._started_record)
         return PipelineRun(self, span, parent)
 
     def component(self, name: str, instance: Any, mode: str) -> ComponentTelemetry:
@@ -173,10 +189,8 @@ class PipelineTelemetry:
     def end_run(self, span: Span, started: float, error: BaseException | None, outputs: Any = None) -> None:
         elapsed = time.perf_counter() - started
         status = status_of(error)
-        self._in_flight.dec()
-        metrics = self.metrics
-        metrics.pipeline_run_duration.labels(self.label, status).observe(elapsed, _exemplar(span))
-        metrics.pipeline_runs.labels(self.label, status).inc()
+        duration, increments = self._ended[status]
+        self.buffer.add(_record(duration, (elapsed,), _sampled(span), increments))
         attributes: dict[str, AttributeValue] = {}
         if outputs is not None and content_capture().enabled and span.is_recording():
             attributes = _content_attributes(semconv.PIPELINE_OUTPUT_DATA, outputs)
@@ -189,13 +203,17 @@ class ComponentTelemetry:
     __slots__ = (
         "_children",
         "_labels",
+        "_layouts",
         "attributes",
         "blocked",
+        "buffer",
+        "ended",
         "genai",
         "genai_duration",
-        "in_flight",
         "metrics",
+        "on_loop",
         "span_name",
+        "started_record",
         "tracer",
     )
 
@@ -221,10 +239,15 @@ class ComponentTelemetry:
             self.genai_duration = metrics.genai_operation_duration.labels(
                 self.genai.operation, self.genai.provider, metrics.genai_models.admit(self.genai.request_model)
             )
-        self.in_flight = metrics.components_in_flight.labels(pipeline.label, component_label, mode)
+        in_flight = metrics.components_in_flight.labels(pipeline.label, component_label, mode)
+        self.buffer = metrics.buffer
+        self.started_record: SampleRecord = ((), (), None, 0.0, ((in_flight, 1),))
+        self.ended: tuple[tuple[Any, float], ...] = ((in_flight, -1),)
+        self.on_loop = mode == semconv.MODE_ASYNC
         self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
         self._children: dict[tuple[Histogram, str], Histogram] = {}
+        self._layouts: dict[tuple[str, bool, bool], tuple[tuple[Histogram, ...], tuple[str, ...]]] = {}
         for status in STATUSES:
             self.histogram(metrics.component_duration, status)  # error and cancelled exist at zero from the start
 
@@ -234,20 +257,56 @@ class ComponentTelemetry:
             child = self._children[(metric, status)] = metric.labels(*self._labels, status)
         return child
 
+    def layout(
+        self, status: str, schedule_wait: bool, queue_wait: bool
+    ) -> tuple[tuple[Histogram, ...], tuple[str, ...]]:
+        """The histograms one execution observes, in the order `ComponentExecution.finish` lists its
+        seconds (duration, run time, the waits it has, loop held, GenAI duration), and the span
+        attributes of the parts (run time to loop held). Made on first use, as observe() made the children."""
+        key = (status, schedule_wait, queue_wait)
+        layout = self._layouts.get(key)
+        if layout is None:
+            metrics = self.metrics
+            parts = [(metrics.component_run_time, semconv.RUN_TIME)]
+            if schedule_wait:
+                parts.append((metrics.component_schedule_wait, semconv.SCHEDULE_WAIT))
+            if queue_wait:
+                parts.append((metrics.component_queue_wait, semconv.QUEUE_WAIT))
+            if self.on_loop:
+                parts.append((metrics.component_loop_held, semconv.LOOP_HELD))
+            histograms = [self.histogram(metrics.component_duration, status)]
+            histograms += [self.histogram(metric, status) for metric, _key in parts]
+            if self.genai_duration is not None:
+                histograms.append(self.genai_duration)
+            layout = self._layouts[key] = (tuple(histograms), tuple(key for _metric, key in parts))
+        return layout
+
 
 class PipelineRun:
     """One run of a pipeline: its span, its context, and how it ends."""
 
-    __slots__ = ("_started", "context", "haystack_span_claimed", "scheduled", "span", "telemetry")
+    __slots__ = (
+        "_started",
+        "context",
+        "haystack_span_claimed",
+        "recording",
+        "sampled",
+        "scheduled",
+        "span",
+        "telemetry",
+    )
 
     def __init__(self, telemetry: PipelineTelemetry, span: Span, parent: otel_context.Context) -> None:
         self.telemetry = telemetry
         self.span = span
+        self.recording = span.is_recording()  # sampled or not, decided once for the whole run
+        self.sampled = _sampled(span)
         self.context = otel_context.set_value(RUN_KEY, self, trace.set_span_in_context(span, parent))
         # Set once haystack's own tracer has asked for this run's pipeline span (see haystack_bridge).
         self.haystack_span_claimed = False
-        # component name -> (perf_counter, time_ns) when haystack scheduled it; popped when it starts
-        self.scheduled: dict[str, tuple[float, int]] = {}
+        # component name -> (perf_counter, time_ns or None when not recording) when haystack scheduled
+        # it; popped when it starts
+        self.scheduled: dict[str, tuple[float, int | None]] = {}
         self._started = time.perf_counter()
 
     def start_component(
@@ -261,29 +320,34 @@ class PipelineRun:
         if scheduled is not None:
             scheduled_at, start_ns = scheduled
             schedule_wait = now - scheduled_at
-        if self.span.is_recording():
+        if self.recording:
             span = _start_span(component.tracer, component.span_name, self.context, component.attributes, start_ns)
             capture = content_capture()
             if capture.enabled and inputs is not None:
                 span.set_attributes(_content_attributes(semconv.COMPONENT_INPUT, inputs))
                 if component.genai is not None:
                     span.set_attributes(genai.input_attributes(component.genai, inputs, capture))
+            context, sampled = trace.set_span_in_context(span, self.context), _sampled(span)
         else:
             # An unsampled run's executions are not sampled either: they share its non-recording
-            # span instead of asking the sampler again (most of what an unsampled run would cost).
-            span = self.span
-        component.in_flight.inc()
-        execution = ComponentExecution(component, span, self.context, scheduled[0] if scheduled else now, schedule_wait)
+            # span (already current in the run's context) instead of asking the sampler again.
+            span, context, sampled = self.span, self.context, self.sampled
+        component.buffer.add(component.started_record)
+        execution = ComponentExecution(
+            component, span, context, sampled, scheduled[0] if scheduled else now, schedule_wait
+        )
         if start_ns is not None and schedule_wait is not None and schedule_wait > WAIT_SPAN_THRESHOLD:
             execution.wait_span(semconv.SCHEDULE_WAIT_SPAN, start_ns, start_ns + int(schedule_wait * 1e9))
         return execution
 
     def scheduled_now(self, name: str) -> None:
         """The pipeline has just decided to run `name` (haystack's _schedule_component)."""
-        self.scheduled[name] = (time.perf_counter(), time.time_ns())
+        # the wall clock only for a span's start time
+        self.scheduled[name] = (time.perf_counter(), time.time_ns() if self.recording else None)
 
     def finish(self, error: BaseException | None = None, outputs: Any = None) -> None:
         self.telemetry.end_run(self.span, self._started, error, outputs)
+        self.context = _ENDED  # see ComponentExecution.finish
 
 
 class ComponentExecution:
@@ -301,6 +365,7 @@ class ComponentExecution:
         "loop_held",
         "queue_wait",
         "run_time",
+        "sampled",
         "schedule_wait",
         "span",
         "stall_frames",
@@ -311,13 +376,16 @@ class ComponentExecution:
         self,
         component: ComponentTelemetry,
         span: Span,
-        run_context: otel_context.Context,
+        context: otel_context.Context,
+        sampled: SpanContext | None,
         started: float,
         schedule_wait: float | None,
     ) -> None:
+        """`context`: the run's context with `span` current in it; `sampled`: see `_sampled`."""
         self._component = component
         self.span = span
-        self.context = otel_context.set_value(EXECUTION_KEY, self, trace.set_span_in_context(span, run_context))
+        self.sampled = sampled
+        self.context = otel_context.set_value(EXECUTION_KEY, self, context)
         self.haystack_span_claimed = False
         self.thread: threading.Thread | None = None
         self._started = started
@@ -328,7 +396,7 @@ class ComponentExecution:
         self.stall_frames: list[str] | None = None  # set by the loop watchdog when it caught this execution
 
     def exemplar(self) -> dict[str, str] | None:
-        return _exemplar(self.span)
+        return None if self.sampled is None else exemplar_labels(self.sampled)
 
     def wait_span(self, name: str, start_ns: int, end_ns: int) -> None:
         """A child span covering a wait, so that it shows as a named bar in a waterfall."""
@@ -364,45 +432,45 @@ class ComponentExecution:
         elapsed = time.perf_counter() - self._started
         status = status_of(error)
         component = self._component
-        metrics = component.metrics
-        component.in_flight.dec()
-        run_time = self.run_time if self.run_time is not None else elapsed - (self.schedule_wait or 0.0)
-        # (histogram, span attribute, seconds) for each part of the time this mode lets us see
-        parts: list[tuple[Histogram, str, float]] = [(metrics.component_run_time, semconv.RUN_TIME, run_time)]
-        if self.schedule_wait is not None:
-            parts.append((metrics.component_schedule_wait, semconv.SCHEDULE_WAIT, self.schedule_wait))
-        if self.queue_wait is not None:
-            parts.append((metrics.component_queue_wait, semconv.QUEUE_WAIT, self.queue_wait))
-        if component.attributes[semconv.COMPONENT_EXECUTION_MODE] == semconv.MODE_ASYNC:
-            parts.append((metrics.component_loop_held, semconv.LOOP_HELD, self.loop_held))
-        exemplar = _exemplar(self.span)
-        component.histogram(metrics.component_duration, status).observe(elapsed, exemplar)
-        for histogram, _key, seconds in parts:
-            component.histogram(histogram, status).observe(seconds, exemplar)
+        schedule_wait, queue_wait = self.schedule_wait, self.queue_wait
+        run_time = self.run_time if self.run_time is not None else elapsed - (schedule_wait or 0.0)
+        # The seconds of each histogram of the layout, in its order (see ComponentTelemetry.layout).
+        seconds = [elapsed, run_time]
+        if schedule_wait is not None:
+            seconds.append(schedule_wait)
+        if queue_wait is not None:
+            seconds.append(queue_wait)
+        if component.on_loop:
+            seconds.append(self.loop_held)
+        histograms, keys = component.layout(status, schedule_wait is not None, queue_wait is not None)
+        span = self.span
+        recording = span.is_recording()
         attributes: dict[str, AttributeValue] = {}
-        if self.span.is_recording():
-            attributes = {key: seconds for _histogram, key, seconds in parts}
+        if recording:
+            attributes = dict(zip(keys, seconds[1:]))
             if visits is not None:
                 attributes[semconv.COMPONENT_VISITS] = visits
             if self.thread is not None:
                 attributes[semconv.THREAD_ID] = self.thread.ident or 0
                 attributes[semconv.THREAD_NAME] = self.thread.name
         if component.genai is not None:
-            attributes.update(self._record_genai(component, elapsed, exemplar, outputs))
-        if outputs is not None and content_capture().enabled and self.span.is_recording():
+            seconds.append(elapsed)
+        component.buffer.add(_record(histograms, seconds, self.sampled, component.ended))
+        if component.genai is not None:
+            attributes.update(self._record_genai(component, outputs))
+        if outputs is not None and content_capture().enabled and recording:
             attributes.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
-        _end_span(self.span, status, error, attributes)
+        _end_span(span, status, error, attributes)
+        # The context holds this execution (for current_execution()), a reference cycle: dropping it
+        # frees the execution and its span now, not in a later run of the cyclic GC.
+        self.context = _ENDED
 
     def _record_genai(
-        self,
-        component: ComponentTelemetry,
-        elapsed: float,
-        exemplar: dict[str, str] | None,
-        outputs: Mapping[str, Any] | None,
+        self, component: ComponentTelemetry, outputs: Mapping[str, Any] | None
     ) -> dict[str, AttributeValue]:
+        """Token usage samples and the GenAI result attributes (the operation's duration is in the layout)."""
         operation = component.genai
-        assert operation is not None and component.genai_duration is not None
-        component.genai_duration.observe(elapsed, exemplar)
+        assert operation is not None
         if not isinstance(outputs, Mapping):
             return {}
         try:
@@ -411,7 +479,12 @@ class ComponentExecution:
             return {}
         metrics = component.metrics
         model = metrics.genai_models.admit(operation.request_model)
+        histograms: list[Histogram] = []
+        counts: list[float] = []
         for token_type, count in ((genai.TOKEN_INPUT, result.input_tokens), (genai.TOKEN_OUTPUT, result.output_tokens)):
             if count is not None:
-                metrics.genai_token_usage.labels(operation.operation, model, token_type).observe(count, exemplar)
+                histograms.append(metrics.genai_token_usage.labels(operation.operation, model, token_type))
+                counts.append(count)
+        if histograms:
+            component.buffer.add(_record(tuple(histograms), counts, self.sampled))
         return result.attributes

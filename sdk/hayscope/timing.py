@@ -50,12 +50,16 @@ class LoopHeldTimer:
             try:
                 yielded = coroutine.send(send_value) if error is None else coroutine.throw(error)
             except StopIteration as stop:
-                _step_done(execution, time.perf_counter() - started, thread, outer)
                 return stop.value
-            except BaseException:
-                _step_done(execution, time.perf_counter() - started, thread, outer)
-                raise
-            _step_done(execution, time.perf_counter() - started, thread, outer)
+            finally:  # the step is over, whichever way it ended
+                elapsed = time.perf_counter() - started
+                if outer is None:
+                    del RUNNING_ON_THREAD[thread]
+                else:
+                    RUNNING_ON_THREAD[thread] = outer
+                execution.loop_held += elapsed
+                if elapsed > BlockingSettings.threshold:
+                    _blocked(execution, elapsed)
             try:
                 send_value, error = (yield yielded), None
             except GeneratorExit:
@@ -65,13 +69,7 @@ class LoopHeldTimer:
                 send_value, error = None, thrown
 
 
-def _step_done(execution: ComponentExecution, elapsed: float, thread: int, outer: ComponentExecution | None) -> None:
-    if outer is None:
-        del RUNNING_ON_THREAD[thread]
-    else:
-        RUNNING_ON_THREAD[thread] = outer
-    execution.loop_held += elapsed
-    if elapsed > BlockingSettings.threshold:
-        BlockingSettings.last_block_end = time.monotonic()
-        BlockingSettings.last_block_execution = execution
-        execution.blocked_loop(elapsed)
+def _blocked(execution: ComponentExecution, elapsed: float) -> None:
+    BlockingSettings.last_block_end = time.monotonic()
+    BlockingSettings.last_block_execution = execution
+    execution.blocked_loop(elapsed)
