@@ -26,6 +26,7 @@ from hayscope import genai, semconv
 from hayscope.content import content_capture, remember_secrets, scrub, secrets_of
 from hayscope.executor import ExecutorState
 from hayscope.metrics import Metrics, SampleRecord, exemplar_labels
+from hayscope.spans import SpanStarter, set_trusted_attributes
 
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
 # A wait longer than this gets a child span of its own, to be seen in a waterfall.
@@ -87,30 +88,41 @@ def telemetry_failed(action: str, error: Exception) -> None:
 
 
 def _start_span(
-    tracer: trace.Tracer,
+    spans: SpanStarter,
     name: str,
     context: otel_context.Context,
-    attributes: Mapping[str, AttributeValue] | None = None,
+    parent: SpanContext | None,
+    attributes: Mapping[str, AttributeValue],
     start_time: int | None = None,
 ) -> Span:
     try:
-        return tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+        return spans.start(name, context, parent, attributes, start_time)
     except Exception as error:  # a plug-in failed: the execution goes on without a span
         telemetry_failed("start span", error)
         return trace.INVALID_SPAN
 
 
 def _end_span(
-    span: Span, status: str, error: BaseException | None, attributes: dict[str, AttributeValue] | None = None
+    span: Span,
+    status: str,
+    error: BaseException | None,
+    attributes: dict[str, AttributeValue] | None = None,
+    other_attributes: Mapping[str, AttributeValue] | None = None,
 ) -> None:
+    """Ends `span` with its status; `attributes` are hayscope's own (valid by construction),
+    `other_attributes` anything else (content, GenAI results), cleaned by the SDK."""
     try:
-        _finish_span(span, status, error, attributes)
+        _finish_span(span, status, error, attributes, other_attributes)
     except Exception as failure:  # a span processor's on_end, or a sampler's attribute hook, failed
         telemetry_failed("end span", failure)
 
 
 def _finish_span(
-    span: Span, status: str, error: BaseException | None, attributes: dict[str, AttributeValue] | None
+    span: Span,
+    status: str,
+    error: BaseException | None,
+    attributes: dict[str, AttributeValue] | None,
+    other_attributes: Mapping[str, AttributeValue] | None,
 ) -> None:
     if span.is_recording():
         attributes = attributes if attributes is not None else {}
@@ -118,7 +130,9 @@ def _finish_span(
         failed = status == semconv.STATUS_ERROR and error is not None
         if failed:
             attributes[semconv.ERROR_TYPE] = semconv.error_type(error)  # type: ignore[arg-type]
-        span.set_attributes(attributes)
+        set_trusted_attributes(span, attributes)
+        if other_attributes:
+            span.set_attributes(other_attributes)
         if failed:
             # Messages and tracebacks can quote a credential (a URL with a token, a header): scrubbed.
             message = scrub(str(error))
@@ -149,7 +163,7 @@ class PipelineTelemetry:
         self.name = name
         self._executor_factory = executor
         self._executor: ExecutorState | None = None
-        self.tracer = tracer
+        self.spans = SpanStarter(tracer)
         self.metrics = metrics
         self.label = metrics.pipeline_names.admit(name)
         self.span_name = f"{semconv.PIPELINE_SPAN} {name}"
@@ -173,7 +187,7 @@ class PipelineTelemetry:
 
     def start_run(self, attributes: Mapping[str, AttributeValue], data: Any = None) -> PipelineRun:
         parent = otel_context.get_current()
-        span = _start_span(self.tracer, self.span_name, parent, attributes)
+        span = _start_span(self.spans, self.span_name, parent, None, attributes)
         if data is not None and content_capture().enabled and span.is_recording():
             span.set_attributes(_content_attributes(semconv.PIPELINE_INPUT_DATA, data))
         self.buffer.add(self._started_record)
@@ -191,10 +205,10 @@ class PipelineTelemetry:
         status = status_of(error)
         duration, increments = self._ended[status]
         self.buffer.add(_record(duration, (elapsed,), _sampled(span), increments))
-        attributes: dict[str, AttributeValue] = {}
+        content: dict[str, AttributeValue] = {}
         if outputs is not None and content_capture().enabled and span.is_recording():
-            attributes = _content_attributes(semconv.PIPELINE_OUTPUT_DATA, outputs)
-        _end_span(span, status, error, attributes)
+            content = _content_attributes(semconv.PIPELINE_OUTPUT_DATA, outputs)
+        _end_span(span, status, error, None, content)
 
 
 class ComponentTelemetry:
@@ -213,8 +227,8 @@ class ComponentTelemetry:
         "metrics",
         "on_loop",
         "span_name",
+        "spans",
         "started_record",
-        "tracer",
     )
 
     def __init__(self, pipeline: PipelineTelemetry, name: str, instance: Any, mode: str) -> None:
@@ -222,7 +236,7 @@ class ComponentTelemetry:
         metrics = self.metrics = pipeline.metrics
         component_label = metrics.component_names.admit(name)
         type_label = metrics.component_types.admit(component_type.__name__)
-        self.tracer = pipeline.tracer
+        self.spans = pipeline.spans
         self.span_name = f"{semconv.COMPONENT_SPAN} {name}"
         self.attributes: dict[str, AttributeValue] = {
             semconv.COMPONENT_NAME: name,
@@ -293,6 +307,7 @@ class PipelineRun:
         "sampled",
         "scheduled",
         "span",
+        "span_context",
         "telemetry",
     )
 
@@ -300,6 +315,7 @@ class PipelineRun:
         self.telemetry = telemetry
         self.span = span
         self.recording = span.is_recording()  # sampled or not, decided once for the whole run
+        self.span_context = span.get_span_context()  # the parent of its executions' spans
         self.sampled = _sampled(span)
         self.context = otel_context.set_value(RUN_KEY, self, trace.set_span_in_context(span, parent))
         # Set once haystack's own tracer has asked for this run's pipeline span (see haystack_bridge).
@@ -321,7 +337,9 @@ class PipelineRun:
             scheduled_at, start_ns = scheduled
             schedule_wait = now - scheduled_at
         if self.recording:
-            span = _start_span(component.tracer, component.span_name, self.context, component.attributes, start_ns)
+            span = _start_span(
+                component.spans, component.span_name, self.context, self.span_context, component.attributes, start_ns
+            )
             capture = content_capture()
             if capture.enabled and inputs is not None:
                 span.set_attributes(_content_attributes(semconv.COMPONENT_INPUT, inputs))
@@ -401,7 +419,7 @@ class ComponentExecution:
     def wait_span(self, name: str, start_ns: int, end_ns: int) -> None:
         """A child span covering a wait, so that it shows as a named bar in a waterfall."""
         if self.span.is_recording():
-            span = _start_span(self._component.tracer, name, self.context, start_time=start_ns)
+            span = _start_span(self._component.spans, name, self.context, self.span.get_span_context(), {}, start_ns)
             try:
                 span.end(end_time=end_ns)
             except Exception as error:
@@ -456,11 +474,12 @@ class ComponentExecution:
         if component.genai is not None:
             seconds.append(elapsed)
         component.buffer.add(_record(histograms, seconds, self.sampled, component.ended))
+        other: dict[str, AttributeValue] = {}
         if component.genai is not None:
-            attributes.update(self._record_genai(component, outputs))
+            other = self._record_genai(component, outputs)
         if outputs is not None and content_capture().enabled and recording:
-            attributes.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
-        _end_span(span, status, error, attributes)
+            other.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
+        _end_span(span, status, error, attributes, other)
         # The context holds this execution (for current_execution()), a reference cycle: dropping it
         # frees the execution and its span now, not in a later run of the cyclic GC.
         self.context = _ENDED

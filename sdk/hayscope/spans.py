@@ -1,0 +1,185 @@
+"""Starting component spans at a fraction of `Tracer.start_span`'s cost.
+
+The OpenTelemetry SDK's `Tracer.start_span` looks the parent up in the context again, and cleans
+every attribute value (a chain of isinstance checks and a lock per value) when the span starts and
+again when attributes are added: for a component span, most of what hayscope costs per execution.
+When the tracer is the SDK's own, `SpanStarter` builds the same `opentelemetry.sdk.trace.Span`
+itself: the tracer's sampler decides, its id generator makes the span id, its span processors see
+`on_start` and `on_end` as usual, and every method called on the span is the SDK's. Only the
+attributes hayscope sets (strings and numbers, valid by construction) are stored without cleaning;
+anything else set on the span is cleaned and bounded as always.
+
+Building a span outside its constructor needs the SDK's private fields. A check at first use (an
+SDK span made by its constructor has exactly the fields set here) makes any SDK version that differs
+use `Tracer.start_span` instead, as do tracers that are not the SDK's, disabled tracers and span
+limits that would cut attribute values.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+# Hayscope's own attributes of one span: far below this, or the SDK decides what to drop.
+_MOST_ATTRIBUTES = 64
+_UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+
+
+class _TrustedAttributes(BoundedAttributes):
+    """A span's `BoundedAttributes` that takes hayscope's own values as they are."""
+
+    def __init__(self, limits: Any, attributes: Mapping[str, AttributeValue]) -> None:  # the fields only: no cleaning
+        self._dict = dict(attributes)
+        self.maxlen = limits.max_span_attributes
+        self.dropped = 0
+        self.max_value_len = limits.max_span_attribute_length
+        self._lock = threading.Lock()
+        self._immutable = False
+
+    def add_trusted(self, attributes: Mapping[str, AttributeValue]) -> None:
+        with self._lock:
+            room = self.maxlen is None or len(self._dict) + len(attributes) <= self.maxlen
+            if room and not self._immutable:
+                self._dict.update(attributes)
+                return
+        self._set_items(attributes)  # full (user attributes) or ended: the SDK's own rules
+
+
+def set_trusted_attributes(span: Span, attributes: Mapping[str, AttributeValue]) -> None:
+    """`span.set_attributes`, without cleaning when `SpanStarter` made the span."""
+    stored = getattr(span, "_attributes", None)
+    if type(stored) is _TrustedAttributes and span.is_recording():
+        stored.add_trusted(attributes)
+    else:
+        span.set_attributes(attributes)
+
+
+class SpanStarter:
+    """Starts hayscope's spans on one tracer, on the SDK's fields when `fits` (see the module doc)."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+        self._fields = _sdk_fields(tracer)
+        self.fits = self._fields is not None
+        self._sampler: Sampler | None = None
+        self._samples_children = False
+
+    def start(
+        self,
+        name: str,
+        context: otel_context.Context,
+        parent: SpanContext | None,
+        attributes: Mapping[str, AttributeValue],
+        start_time: int | None = None,
+    ) -> Span:
+        """A span named `name` in `context`, whose current span has `parent` as its span context
+        (None: ask the tracer to look it up). `attributes` must be valid attribute values."""
+        fields = self._fields
+        tracer = self.tracer
+        if fields is None or parent is None or not parent.is_valid or not tracer._is_enabled():  # type: ignore[attr-defined]
+            return tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+        trace_id = parent.trace_id
+        sampler = tracer.sampler  # type: ignore[attr-defined]
+        if sampler is not self._sampler:
+            self._sampler, self._samples_children = sampler, _samples_children_of_sampled_spans(sampler)
+        if self._samples_children and parent.trace_flags.sampled and not parent.is_remote:
+            decision, trace_state, start_attributes = Decision.RECORD_AND_SAMPLE, parent.trace_state, attributes
+        else:
+            sampling = sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes, ())
+            decision, trace_state, start_attributes = sampling.decision, sampling.trace_state, sampling.attributes
+        flags = _SAMPLED if decision.is_sampled() else TraceFlags(TraceFlags.DEFAULT)
+        if parent.trace_flags & _RANDOM_TRACE_ID:
+            flags = TraceFlags(flags | _RANDOM_TRACE_ID)
+        span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, trace_state)  # type: ignore[attr-defined]
+        metrics = getattr(tracer, "_tracer_metrics", None)
+        end_metrics = metrics.start_span(parent, decision) if metrics is not None else None
+        if not decision.is_recording():
+            return trace.NonRecordingSpan(span_context)
+        span = sdk_trace._Span.__new__(sdk_trace._Span)
+        state = span.__dict__
+        state.update(fields)
+        limits = fields["_limits"]
+        state["_name"] = name
+        state["_context"] = span_context
+        state["_parent"] = parent
+        state["_lock"] = threading.Lock()
+        if start_attributes is attributes or start_attributes == attributes:  # a sampler hands them back
+            state["_attributes"] = _TrustedAttributes(limits, attributes)
+        else:  # the sampler's own, as the SDK takes them
+            state["_attributes"] = BoundedAttributes(
+                limits.max_span_attributes, start_attributes, False, limits.max_span_attribute_length
+            )
+        state["_events"] = BoundedList(limits.max_events)
+        state["_links"] = BoundedList(limits.max_links)
+        if "_record_end_metrics" in fields:
+            state["_record_end_metrics"] = end_metrics
+        state["_start_time"] = start_time if start_time is not None else time.time_ns()
+        fields["_span_processor"].on_start(span, parent_context=context)
+        return span
+
+
+def _samples_children_of_sampled_spans(sampler: Sampler) -> bool:
+    """Whether `sampler` records and samples every child of a sampled local span, keeping its
+    attributes and its parent's trace state: the SDK's `ParentBased` samplers (its default) with
+    their default `local_parent_sampled`, and `ALWAYS_ON`. Such a child needs no sampler call."""
+    if sampler is ALWAYS_ON:
+        return True
+    return (
+        isinstance(sampler, ParentBased)
+        and type(sampler).should_sample is ParentBased.should_sample
+        and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
+    )
+
+
+# The fields of an SDK span that are the same for every span of a tracer, by name; the per-span ones.
+_PER_SPAN = {"_name", "_context", "_parent", "_lock", "_attributes", "_events", "_links", "_start_time"}
+
+
+def _sdk_fields(tracer: trace.Tracer) -> dict[str, Any] | None:
+    """The tracer-wide fields of its spans, or None when its spans cannot be built here."""
+    if type(tracer) is not sdk_trace.Tracer or not callable(getattr(tracer, "_is_enabled", None)):
+        return None
+    try:
+        limits = tracer._span_limits
+        if limits.max_span_attribute_length is not None or (
+            limits.max_span_attributes is not None and limits.max_span_attributes < _MOST_ATTRIBUTES
+        ):
+            return None
+        fields: dict[str, Any] = {
+            "_kind": SpanKind.INTERNAL,
+            "_instrumentation_info": tracer.instrumentation_info,
+            "_instrumentation_scope": tracer._instrumentation_scope,
+            "_end_time": None,
+            "_resource": tracer.resource,
+            "_status": _UNSET,
+            "_sampler": tracer.sampler,
+            "_trace_config": None,
+            "_record_exception": True,
+            "_set_status_on_exception": True,
+            "_span_processor": tracer.span_processor,
+            "_limits": limits,
+        }
+        probe = sdk_trace._Span("probe", trace.INVALID_SPAN_CONTEXT, resource=tracer.resource, limits=limits)
+        expected = set(vars(probe))
+        if "_record_end_metrics" in expected and hasattr(tracer, "_tracer_metrics"):
+            fields["_record_end_metrics"] = None
+    except Exception:  # another SDK version: its own constructor, then
+        return None
+    attributes_probe = vars(BoundedAttributes())
+    trusted_probe = vars(_TrustedAttributes(limits, {}))
+    if set(fields) | _PER_SPAN != expected or set(attributes_probe) != set(trusted_probe):
+        return None
+    return fields
