@@ -40,6 +40,7 @@ import bench_overhead as bench  # noqa: E402
 import hayscope.metrics as hayscope_metrics  # noqa: E402
 import hayscope.pipeline as hayscope_pipeline  # noqa: E402
 import hayscope.recording as hayscope_recording  # noqa: E402
+import hayscope.spans as hayscope_spans  # noqa: E402
 from hayscope import TracedAsyncPipeline  # noqa: E402
 
 WORKLOAD = bench.CHAIN_ASYNC
@@ -228,6 +229,14 @@ NO_METRICS = _first_patchable(
         Patch(Counter, "inc", _noop),
     ),
 )
+
+
+def _sdk_start_span(starter: Any, name: str, context: Any, parent: Any, attributes: Any, start_time: Any = None) -> Any:
+    return starter.tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+
+
+# SpanStarter builds component spans itself; switched off, every span comes from Tracer.start_span.
+NO_SPAN_STARTER = (Patch(hayscope_spans.SpanStarter, "start", _sdk_start_span),)
 NO_LOOP_HELD_TIMER = (Patch(hayscope_pipeline, "LoopHeldTimer", _passthrough_timer),)
 NO_SCHEDULE_HOOK = (Patch(TracedAsyncPipeline, "_schedule_component", Pipeline._schedule_component),)
 
@@ -275,6 +284,7 @@ def ablations() -> list[Ablation]:
     candidates = [
         Ablation("bare", bench.Variant("bare")),
         hayscope("hayscope (as is)"),
+        hayscope("  - SpanStarter (Tracer.start_span instead)", NO_SPAN_STARTER),
         hayscope("  - exemplars", NO_EXEMPLARS),
         hayscope("  - all prometheus samples", NO_METRICS),
         hayscope("  - LoopHeldTimer", NO_LOOP_HELD_TIMER),

@@ -477,9 +477,10 @@ class ComponentExecution:
         other: dict[str, AttributeValue] = {}
         if component.genai is not None:
             other = self._record_genai(component, outputs)
-        if outputs is not None and content_capture().enabled and recording:
-            other.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
-        _end_span(span, status, error, attributes, other)
+        if recording:  # (ending a non-recording span does nothing)
+            if outputs is not None and content_capture().enabled:
+                other.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
+            _end_span(span, status, error, attributes, other)
         # The context holds this execution (for current_execution()), a reference cycle: dropping it
         # frees the execution and its span now, not in a later run of the cyclic GC.
         self.context = _ENDED
