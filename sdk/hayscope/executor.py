@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -67,29 +66,26 @@ class ExecutorState:
     def busy(self) -> int:
         return self._busy
 
-    def track(self, fn: Callable[..., T], started: list[float]) -> Callable[..., T]:
-        """`fn` counted as queued now and busy while it runs; `started` receives its start time."""
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """`fn(*args)` in the executor, counted as queued until a worker takes it, then busy."""
         with self._lock:
             self._queued += 1
+        return self.executor.submit(self._counted, fn, args)
 
-        def run(*args: Any) -> T:
-            started.append(time.perf_counter())
+    def _counted(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self._lock:
+            self._queued -= 1
+            self._busy += 1
+        try:
+            return fn(*args)
+        finally:
             with self._lock:
-                self._queued -= 1
-                self._busy += 1
-            try:
-                return fn(*args)
-            finally:
-                with self._lock:
-                    self._busy -= 1
+                self._busy -= 1
 
-        return run
-
-    def forget(self, fn_started: list[float]) -> None:
-        """A tracked submission that will never start (its future was cancelled while queued)."""
-        if not fn_started:
-            with self._lock:
-                self._queued -= 1
+    def forget(self) -> None:
+        """A submission that will never start: its future was cancelled while queued."""
+        with self._lock:
+            self._queued -= 1
 
 
 def executor_state(executor: Executor | None = None, max_workers: int | None = None, name: str = "") -> ExecutorState:

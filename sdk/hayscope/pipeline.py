@@ -362,20 +362,18 @@ async def _run_in_worker_thread(
     worker_visits = {component_name: component_visits[component_name]}
     worker_args = (component_name, component, inputs, worker_visits, parent_span)
     state = run.telemetry.executor
-    started: list[float] = []
+    context = _context_with(execution.context)
     submitted, submitted_ns = time.perf_counter(), time.time_ns()
-    future = state.executor.submit(
-        state.track(_context_with(execution.context).run, started), _worker, execution, worker_args, break_point
-    )
+    future = state.submit(context.run, _worker, execution, worker_args, break_point)
     try:
         outputs = await asyncio.wrap_future(future)
     except BaseException as error:
-        if future.cancelled():
-            state.forget(started)
-        _record_queue_wait(execution, started, submitted, submitted_ns)
+        if future.cancelled():  # before a worker took it
+            state.forget()
+        _record_queue_wait(execution, submitted, submitted_ns)
         execution.finish(None, error)
         raise
-    _record_queue_wait(execution, started, submitted, submitted_ns)
+    _record_queue_wait(execution, submitted, submitted_ns)
     component_visits[component_name] = worker_visits[component_name]
     execution.finish(component_visits[component_name], outputs=outputs)
     return outputs
@@ -400,17 +398,17 @@ def _context_with(otel_ctx: otel_context.Context) -> contextvars.Context:
 
 
 def _worker(execution: ComponentExecution, args: _ComponentArgs, break_point: Breakpoint | None) -> Mapping[str, Any]:
+    started = execution.worker_started = time.perf_counter()
     execution.thread = threading.current_thread()
-    started = time.perf_counter()
     try:
         return Pipeline._run_component(*args, break_point=break_point)
     finally:
         execution.run_time = time.perf_counter() - started
 
 
-def _record_queue_wait(execution: ComponentExecution, started: list[float], submitted: float, submitted_ns: int) -> None:
-    if not started:  # cancelled before a worker took it: it waited all along
+def _record_queue_wait(execution: ComponentExecution, submitted: float, submitted_ns: int) -> None:
+    if execution.worker_started is None:  # cancelled before a worker took it: it waited all along
         return
-    execution.queue_wait = wait = started[0] - submitted
+    execution.queue_wait = wait = execution.worker_started - submitted
     if wait > WAIT_SPAN_THRESHOLD:
         execution.wait_span(semconv.QUEUE_WAIT_SPAN, submitted_ns, submitted_ns + int(wait * 1e9))

@@ -388,6 +388,7 @@ class ComponentExecution:
         "span",
         "stall_frames",
         "thread",
+        "worker_started",
     )
 
     def __init__(
@@ -406,6 +407,7 @@ class ComponentExecution:
         self.context = otel_context.set_value(EXECUTION_KEY, self, context)
         self.haystack_span_claimed = False
         self.thread: threading.Thread | None = None
+        self.worker_started: float | None = None  # perf_counter when a worker thread took it (thread mode)
         self._started = started
         self.schedule_wait = schedule_wait
         self.queue_wait: float | None = None
