@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBasedTraceIdRatio,
     Sampler,
     SamplingResult,
+    TraceIdRatioBased,
 )
 from opentelemetry.trace import Status, StatusCode, TraceState
 
@@ -239,12 +240,36 @@ def test_an_sdk_whose_spans_have_other_fields_gets_its_own_start_span(monkeypatc
     assert exporter.get_finished_spans()[-1].parent == parent.get_span_context()
 
 
-def test_a_missing_parent_is_looked_up_by_the_tracer(sdk: tuple[trace.Tracer, Any]) -> None:
+def test_a_missing_parent_is_looked_up_in_the_context(sdk: tuple[trace.Tracer, Any]) -> None:
     tracer, _exporter = sdk
     parent = tracer.start_span("parent")
-    span = SpanStarter(tracer).start("root or not", trace.set_span_in_context(parent), None, OWN)
+    span = SpanStarter(tracer).start("child", trace.set_span_in_context(parent), None, OWN)
     assert span.parent == parent.get_span_context()
+    assert span.get_span_context().trace_id == parent.get_span_context().trace_id
     assert hayscope_spans._PER_SPAN <= set(vars(span))
+
+
+@pytest.mark.parametrize("sampler", [ALWAYS_ON, ParentBased(TraceIdRatioBased(0.0))], ids=["always-on", "ratio-0"])
+def test_a_root_span_is_what_the_sdk_makes_with_values_cleaned_as_it_cleans_them(sampler: Sampler) -> None:
+    tracer_provider, exporter = provider(sampler)
+    tracer = tracer_provider.get_tracer("tests")
+    attributes = {**OWN, "user.list": [1, 2]}  # not a plain value: cleaned (stored as a tuple)
+    context = otel_context.Context()
+    ours = SpanStarter(tracer).start("haystack.pipeline.run p", context, None, attributes, start_time=1)
+    theirs = tracer.start_span("haystack.pipeline.run p", context, attributes=attributes, start_time=1)
+    assert type(ours) is type(theirs)
+    assert ours.get_span_context().trace_flags == theirs.get_span_context().trace_flags
+    assert ours.get_span_context().trace_id != theirs.get_span_context().trace_id
+    for span in (ours, theirs):
+        span.end(end_time=2)
+    roots = [comparable(span) for span in exporter.get_finished_spans()]
+    if sampler is ALWAYS_ON:
+        first, second = roots
+        first.pop("trace_id"), second.pop("trace_id")
+        assert first == second
+        assert first["parent"] is None and first["attributes"]["user.list"] == (1, 2)
+    else:
+        assert roots == [] and not ours.is_recording()
 
 
 @pytest.mark.parametrize(

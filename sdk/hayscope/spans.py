@@ -6,8 +6,8 @@ again when attributes are added: for a component span, most of what hayscope cos
 When the tracer is the SDK's own, `SpanStarter` builds the same `opentelemetry.sdk.trace.Span`
 itself: the tracer's sampler decides, its id generator makes the span id, its span processors see
 `on_start` and `on_end` as usual, and every method called on the span is the SDK's. Only the
-attributes hayscope sets (strings and numbers, valid by construction) are stored without cleaning;
-anything else set on the span is cleaned and bounded as always.
+attributes hayscope starts and ends the span with, when they are plain strings, numbers and
+booleans, are stored without cleaning; anything else is cleaned and bounded as always.
 
 Building a span outside its constructor needs the SDK's private fields. A check at first use (an
 SDK span made by its constructor has exactly the fields set here) makes any SDK version that differs
@@ -85,23 +85,32 @@ class SpanStarter:
         attributes: Mapping[str, AttributeValue],
         start_time: int | None = None,
     ) -> Span:
-        """A span named `name` in `context`, whose current span has `parent` as its span context
-        (None: ask the tracer to look it up). `attributes` must be valid attribute values."""
+        """A span named `name` in `context`; `parent` is the span context of the span current in it
+        (None: looked up). `attributes` must be valid attribute values; those that are not plain
+        strings, numbers or booleans are cleaned, as the SDK cleans them."""
         fields = self._fields
         tracer = self.tracer
-        if fields is None or parent is None or not parent.is_valid or not tracer._is_enabled():  # type: ignore[attr-defined]
+        if fields is None or not tracer._is_enabled():  # type: ignore[attr-defined]
             return tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
-        trace_id = parent.trace_id
+        if parent is None:
+            parent = trace.get_current_span(context).get_span_context()
         sampler = tracer.sampler  # type: ignore[attr-defined]
         if sampler is not self._sampler:
             self._sampler, self._samples_children = sampler, _samples_children_of_sampled_spans(sampler)
-        if self._samples_children and parent.trace_flags.sampled and not parent.is_remote:
+        if parent.is_valid:
+            trace_id, random_trace_id = parent.trace_id, parent.trace_flags & _RANDOM_TRACE_ID
+        else:  # a root span
+            parent = None
+            ids = tracer.id_generator  # type: ignore[attr-defined]
+            trace_id = ids.generate_trace_id()
+            random_trace_id = _RANDOM_TRACE_ID if getattr(ids, "is_trace_id_random", bool)() else 0
+        if parent is not None and self._samples_children and parent.trace_flags.sampled and not parent.is_remote:
             decision, trace_state, start_attributes = Decision.RECORD_AND_SAMPLE, parent.trace_state, attributes
         else:
             sampling = sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes, ())
             decision, trace_state, start_attributes = sampling.decision, sampling.trace_state, sampling.attributes
         flags = _SAMPLED if decision.is_sampled() else TraceFlags(TraceFlags.DEFAULT)
-        if parent.trace_flags & _RANDOM_TRACE_ID:
+        if random_trace_id:
             flags = TraceFlags(flags | _RANDOM_TRACE_ID)
         span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, trace_state)  # type: ignore[attr-defined]
         metrics = getattr(tracer, "_tracer_metrics", None)
@@ -116,7 +125,7 @@ class SpanStarter:
         state["_context"] = span_context
         state["_parent"] = parent
         state["_lock"] = threading.Lock()
-        if start_attributes is attributes or start_attributes == attributes:  # a sampler hands them back
+        if (start_attributes is attributes or start_attributes == attributes) and _plain(attributes):
             state["_attributes"] = _TrustedAttributes(limits, attributes)
         else:  # the sampler's own, as the SDK takes them
             state["_attributes"] = BoundedAttributes(
@@ -129,6 +138,14 @@ class SpanStarter:
         state["_start_time"] = start_time if start_time is not None else time.time_ns()
         fields["_span_processor"].on_start(span, parent_context=context)
         return span
+
+
+_PLAIN_TYPES = frozenset((str, int, float, bool))
+
+
+def _plain(attributes: Mapping[str, AttributeValue]) -> bool:
+    """Whether every value is stored as it is: a plain string, number or boolean."""
+    return all(type(value) in _PLAIN_TYPES for value in attributes.values())
 
 
 def _samples_children_of_sampled_spans(sampler: Sampler) -> bool:
