@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_DURATION_BUCKETS",
     "MAX_COMPONENT_LABEL_VALUES",
     "MAX_PIPELINE_LABEL_VALUES",
+    "GC_COMPONENT",
     "NO_COMPONENT",
     "OVERFLOW_LABEL_VALUE",
     "MetricSpec",
@@ -49,6 +50,7 @@ MAX_COMPONENT_LABEL_VALUES: Final = 1000
 OVERFLOW_LABEL_VALUE: Final = "__overflow__"
 # The pipeline and component label of event-loop stalls that no component's code caused.
 NO_COMPONENT: Final = "(none)"
+GC_COMPONENT: Final = "(gc)"  # the `component` a garbage-collection pause that blocked the loop is counted under
 
 # Event-loop lag is healthy below a millisecond and pathological past a second.
 LAG_BUCKETS: Final[tuple[float, ...]] = (
@@ -165,7 +167,8 @@ EVENT_LOOP_LAG: Final = MetricSpec(
 EVENT_LOOP_BLOCKED: Final = MetricSpec(
     "hayscope_event_loop_blocked_seconds_total",
     "counter",
-    "Seconds the event loop was blocked past the threshold, by the component whose code held it ((none): no component).",
+    "Seconds the event loop was blocked past the threshold, by the component whose code held it "
+    "((none): no component; (gc): the garbage collector, during that pipeline's run).",
     "seconds",
     ("pipeline", "component"),
 )

@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from hayscope import semconv
+from hayscope import gc_pauses, semconv
 from hayscope._version import __version__
 from hayscope.executor import ExecutorState, executor_state
 from hayscope.haystack_bridge import ensure_bridge
@@ -182,6 +182,7 @@ class TracedAsyncPipeline(Pipeline):
             telemetry = self._telemetry = PipelineTelemetry(
                 self._name, tracer, register_metrics(self._registry), self._make_executor_state
             )
+            gc_pauses.install()  # so that a collection's pause is not blamed on a component
         ensure_bridge()
         return telemetry
 

@@ -25,7 +25,8 @@ from prometheus_client import Histogram
 from hayscope import genai, semconv
 from hayscope.content import content_capture, remember_secrets, scrub, secrets_of
 from hayscope.executor import ExecutorState
-from hayscope.metrics import Metrics, SampleRecord, exemplar_labels
+from hayscope.gc_pauses import GcPauses
+from hayscope.metrics import GC_COMPONENT, Metrics, SampleRecord, exemplar_labels
 from hayscope.spans import SpanStarter, set_trusted_attributes
 
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
@@ -226,6 +227,7 @@ class ComponentTelemetry:
         "genai_duration",
         "metrics",
         "on_loop",
+        "pipeline_label",
         "span_name",
         "spans",
         "started_record",
@@ -260,6 +262,7 @@ class ComponentTelemetry:
         self.on_loop = mode == semconv.MODE_ASYNC
         self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
+        self.pipeline_label = pipeline.label
         self._children: dict[tuple[Histogram, str], Histogram] = {}
         self._layouts: dict[tuple[str, bool, bool], tuple[tuple[Histogram, ...], tuple[str, ...]]] = {}
         for status in STATUSES:
@@ -444,6 +447,25 @@ class ComponentExecution:
             component=attributes[semconv.COMPONENT_NAME],
             blocked_seconds=round(seconds, 6),
             frames=frames,
+        )
+
+    def blocked_by_gc(self, seconds: float) -> None:
+        """Garbage collection stopped the loop for `seconds` during one of this execution's steps."""
+        component = self._component
+        component.metrics.event_loop_blocked.labels(component.pipeline_label, GC_COMPONENT).inc(seconds)
+        generation = GcPauses.last_generation
+        if self.span.is_recording():
+            self.span.add_event(
+                semconv.EVENT_LOOP_BLOCKED_BY_GC_EVENT,
+                {semconv.EVENT_LOOP_BLOCKED_SECONDS: seconds, semconv.GC_GENERATION: generation},
+            )
+        attributes = component.attributes
+        _loop_logger.warning(
+            "event loop blocked by garbage collection",
+            pipeline=attributes[semconv.PIPELINE_NAME],
+            component=attributes[semconv.COMPONENT_NAME],
+            blocked_seconds=round(seconds, 6),
+            generation=generation,
         )
 
     def finish(

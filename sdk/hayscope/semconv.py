@@ -35,6 +35,9 @@ QUEUE_WAIT_SPAN: Final = "queued for a worker thread"
 EVENT_LOOP_BLOCKED_EVENT: Final = "event_loop.blocked"
 EVENT_LOOP_BLOCKED_SECONDS: Final = "event_loop.blocked.seconds"
 EVENT_LOOP_BLOCKED_FRAMES: Final = "event_loop.blocked.frames"
+# A garbage-collection pause that blocked the loop during a component's step (not the component's doing).
+EVENT_LOOP_BLOCKED_BY_GC_EVENT: Final = "event_loop.blocked_by_gc"
+GC_GENERATION: Final = "gc.generation"
 
 # ok | error | cancelled: the same value as the `status` metric label.
 STATUS: Final = "hayscope.status"

@@ -13,6 +13,8 @@ import time
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
+from hayscope.gc_pauses import GcPauses
+
 if TYPE_CHECKING:
     from hayscope.recording import ComponentExecution
 
@@ -46,6 +48,7 @@ class LoopHeldTimer:
         while True:
             outer = RUNNING_ON_THREAD.get(thread)
             RUNNING_ON_THREAD[thread] = execution
+            collecting_before = GcPauses.total
             started = time.perf_counter()
             try:
                 yielded = coroutine.send(send_value) if error is None else coroutine.throw(error)
@@ -59,7 +62,7 @@ class LoopHeldTimer:
                     RUNNING_ON_THREAD[thread] = outer
                 execution.loop_held += elapsed
                 if elapsed > BlockingSettings.threshold:
-                    _blocked(execution, elapsed)
+                    _blocked(execution, elapsed, GcPauses.total - collecting_before)
             try:
                 send_value, error = (yield yielded), None
             except GeneratorExit:
@@ -69,7 +72,15 @@ class LoopHeldTimer:
                 send_value, error = None, thrown
 
 
-def _blocked(execution: ComponentExecution, elapsed: float) -> None:
+def _blocked(execution: ComponentExecution, elapsed: float, collecting: float) -> None:
+    """A step held the loop for `elapsed` seconds, `collecting` of them in garbage collection: the
+    component is blamed for its own share when that passes the threshold, the collector for its
+    share when that does or when the component's own share does not."""
     BlockingSettings.last_block_end = time.monotonic()
-    BlockingSettings.last_block_execution = execution
-    execution.blocked_loop(elapsed)
+    own = elapsed - collecting
+    threshold = BlockingSettings.threshold
+    BlockingSettings.last_block_execution = execution if own > threshold else None
+    if own > threshold:
+        execution.blocked_loop(own)
+    if collecting > 0 and (collecting > threshold or own <= threshold):
+        execution.blocked_by_gc(collecting)
