@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from haystack import Pipeline, component, tracing
 from haystack.core.component.types import Variadic
 from haystack_integrations.tracing.opentelemetry.tracer import OpenTelemetryTracer
@@ -632,6 +633,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and runs (a smoke run, noisier)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    # hayscope's warnings (a collection pausing the loop mid-run, say) go to stderr, beside the
+    # progress lines, and leave the report on stdout alone
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
     report = asyncio.run(main_async(QUICK if args.quick else FULL))
     info = report.machine
