@@ -1,4 +1,4 @@
-"""Starting component spans at a fraction of `Tracer.start_span`'s cost.
+"""Starting hayscope's spans at a fraction of `Tracer.start_span`'s cost.
 
 The OpenTelemetry SDK's `Tracer.start_span` looks the parent up in the context again, and cleans
 every attribute value (a chain of isinstance checks and a lock per value) when the span starts and
@@ -41,7 +41,8 @@ _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 class _TrustedAttributes(BoundedAttributes):
     """A span's `BoundedAttributes` that takes hayscope's own values as they are."""
 
-    def __init__(self, limits: Any, attributes: Mapping[str, AttributeValue]) -> None:  # the fields only: no cleaning
+    def __init__(self, limits: Any, attributes: Mapping[str, AttributeValue]) -> None:
+        # BoundedAttributes' own fields, set without its cleaning
         self._dict = dict(attributes)
         self.maxlen = limits.max_span_attributes
         self.dropped = 0
@@ -59,9 +60,9 @@ class _TrustedAttributes(BoundedAttributes):
 
 
 def set_trusted_attributes(span: Span, attributes: Mapping[str, AttributeValue]) -> None:
-    """`span.set_attributes`, without cleaning when `SpanStarter` made the span."""
+    """`span.set_attributes`, without cleaning plain values when `SpanStarter` made the span."""
     stored = getattr(span, "_attributes", None)
-    if type(stored) is _TrustedAttributes and span.is_recording():
+    if type(stored) is _TrustedAttributes and span.is_recording() and _plain(attributes):
         stored.add_trusted(attributes)
     else:
         span.set_attributes(attributes)
