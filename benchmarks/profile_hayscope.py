@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from haystack import Pipeline
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -288,6 +289,7 @@ def ablations() -> list[Ablation]:
         hayscope("  - exemplars", NO_EXEMPLARS),
         hayscope("  - all prometheus samples", NO_METRICS),
         hayscope("  - LoopHeldTimer", NO_LOOP_HELD_TIMER),
+        hayscope("  - time breakdown (LoopHeldTimer and schedule-wait hook)", NO_LOOP_HELD_TIMER + NO_SCHEDULE_HOOK),
         hayscope("  - schedule-wait hook", NO_SCHEDULE_HOOK),
         hayscope("  - spans (NoOpTracerProvider)", no_spans=True),
         hayscope("  - spans - samples - timer - hook (what is left)", everything, no_spans=True),
@@ -338,6 +340,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--runs", type=int, default=150)
     args = parser.parse_args()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # warnings beside, not in, the report
     source = bench.sdk_source()
     print(f"hayscope from {source['path']} (commit {source['commit']}, "
           f"uncommitted changes: {source['uncommitted_changes']})")  # fmt: skip

@@ -6,7 +6,8 @@ into `asyncio_event_loop_lag_seconds`. A watchdog thread notices a heartbeat ove
 - to the component whose step held the loop (timing.LoopHeldTimer times every step, so the blocked
   seconds are exact): `hayscope_event_loop_blocked_seconds_total{pipeline,component}`, a span event
   `event_loop.blocked` with the sampled frames, one structlog warning;
-- otherwise to `(none)`, with the frames the watchdog saw.
+- to the garbage collector for the time collections took in the late window (`component="(gc)"`,
+  see gc_pauses.py), and to `(none)` for the rest, with the frames the watchdog saw.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from types import FrameType, TracebackType
 import structlog
 from prometheus_client import CollectorRegistry
 
-from hayscope.metrics import NO_COMPONENT, register_metrics
+from hayscope import gc_pauses
+from hayscope.gc_pauses import GcPauses
+from hayscope.metrics import GC_COMPONENT, NO_COMPONENT, register_metrics
 from hayscope.timing import RUNNING_ON_THREAD, BlockingSettings
 
 __all__ = ["LoopLagMonitor", "stack_summary"]
@@ -69,6 +72,7 @@ class LoopLagMonitor:
         self._watchdog: threading.Thread | None = None
         self._stopping = threading.Event()
         self._expected = 0.0  # loop.time() at which the next heartbeat should run
+        self._collecting_before = 0.0  # GcPauses.total when the next heartbeat was scheduled
         self._stall_frames: list[str] | None = None  # sampled during the current stall, if any
 
     @property
@@ -82,6 +86,7 @@ class LoopLagMonitor:
         self._loop = loop or asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         BlockingSettings.threshold = self.threshold
+        gc_pauses.install()
         self._stopping.clear()
         self._schedule(self._loop.time())
         self._watchdog = threading.Thread(target=self._watch, name="hayscope-loop-watchdog", daemon=True)
@@ -110,6 +115,7 @@ class LoopLagMonitor:
     def _schedule(self, now: float) -> None:
         assert self._loop is not None
         self._expected = now + self.interval
+        self._collecting_before = GcPauses.total
         self._handle = self._loop.call_at(self._expected, self._beat)
 
     def _beat(self) -> None:
@@ -130,14 +136,31 @@ class LoopLagMonitor:
         self._schedule(now)
 
     def _blocked_by_nobody(self, seconds: float) -> None:
-        self._metrics.event_loop_blocked.labels(NO_COMPONENT, NO_COMPONENT).inc(seconds)
-        logger.warning(
-            "event loop blocked",
-            pipeline=NO_COMPONENT,
-            component=NO_COMPONENT,
-            blocked_seconds=round(seconds, 6),
-            frames=self._stall_frames or [],
-        )
+        # Collections since the heartbeat was scheduled, up to the lag, are the collector's share;
+        # as for a component's step, each share is blamed when it passes the threshold.
+        collecting = min(seconds, GcPauses.total - self._collecting_before)
+        rest = seconds - collecting
+        by_gc = collecting > 0 and (collecting > self.threshold or rest <= self.threshold)
+        if by_gc:
+            self._metrics.event_loop_blocked.labels(NO_COMPONENT, GC_COMPONENT).inc(collecting)
+            logger.warning(
+                "event loop blocked by garbage collection",
+                pipeline=NO_COMPONENT,
+                component=NO_COMPONENT,
+                blocked_seconds=round(collecting, 6),
+                generation=GcPauses.last_generation,
+            )
+        else:
+            rest = seconds
+        if rest > self.threshold:
+            self._metrics.event_loop_blocked.labels(NO_COMPONENT, NO_COMPONENT).inc(rest)
+            logger.warning(
+                "event loop blocked",
+                pipeline=NO_COMPONENT,
+                component=NO_COMPONENT,
+                blocked_seconds=round(rest, 6),
+                frames=self._stall_frames or [],
+            )
 
     def _watch(self) -> None:
         # One sample per stall and per execution caught in it: several blocking steps can run back
