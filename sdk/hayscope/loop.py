@@ -140,27 +140,19 @@ class LoopLagMonitor:
         # as for a component's step, each share is blamed when it passes the threshold.
         collecting = min(seconds, GcPauses.total - self._collecting_before)
         rest = seconds - collecting
-        by_gc = collecting > 0 and (collecting > self.threshold or rest <= self.threshold)
-        if by_gc:
-            self._metrics.event_loop_blocked.labels(NO_COMPONENT, GC_COMPONENT).inc(collecting)
-            logger.warning(
-                "event loop blocked by garbage collection",
-                pipeline=NO_COMPONENT,
-                component=NO_COMPONENT,
-                blocked_seconds=round(collecting, 6),
-                generation=GcPauses.last_generation,
-            )
+        if collecting > 0 and (collecting > self.threshold or rest <= self.threshold):
+            self._count(GC_COMPONENT, collecting, "event loop blocked by garbage collection", generation=GcPauses.last_generation)
         else:
             rest = seconds
         if rest > self.threshold:
-            self._metrics.event_loop_blocked.labels(NO_COMPONENT, NO_COMPONENT).inc(rest)
-            logger.warning(
-                "event loop blocked",
-                pipeline=NO_COMPONENT,
-                component=NO_COMPONENT,
-                blocked_seconds=round(rest, 6),
-                frames=self._stall_frames or [],
-            )
+            self._count(NO_COMPONENT, rest, "event loop blocked", frames=self._stall_frames or [])
+
+    def _count(self, component: str, seconds: float, message: str, **facts: object) -> None:
+        """A stall no component's step explains, counted under pipeline `(none)`, and its warning."""
+        self._metrics.event_loop_blocked.labels(NO_COMPONENT, component).inc(seconds)
+        logger.warning(
+            message, pipeline=NO_COMPONENT, component=NO_COMPONENT, blocked_seconds=round(seconds, 6), **facts
+        )
 
     def _watch(self) -> None:
         # One sample per stall and per execution caught in it: several blocking steps can run back
