@@ -227,7 +227,6 @@ class ComponentTelemetry:
         "genai_duration",
         "metrics",
         "on_loop",
-        "pipeline_label",
         "span_name",
         "spans",
         "started_record",
@@ -262,7 +261,6 @@ class ComponentTelemetry:
         self.on_loop = mode == semconv.MODE_ASYNC
         self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
-        self.pipeline_label = pipeline.label
         self._children: dict[tuple[Histogram, str], Histogram] = {}
         self._layouts: dict[tuple[str, bool, bool], tuple[tuple[Histogram, ...], tuple[str, ...]]] = {}
         for status in STATUSES:
@@ -273,6 +271,10 @@ class ComponentTelemetry:
         if child is None:
             child = self._children[(metric, status)] = metric.labels(*self._labels, status)
         return child
+
+    @property
+    def pipeline_label(self) -> str:
+        return self._labels[0]
 
     def layout(
         self, status: str, schedule_wait: bool, queue_wait: bool
@@ -432,40 +434,50 @@ class ComponentExecution:
 
     def blocked_loop(self, seconds: float) -> None:
         """This execution's code held the event loop for `seconds` in one step (called on the loop)."""
-        self._component.blocked.inc(seconds)
         frames = self.stall_frames or []
         self.stall_frames = None
-        if self.span.is_recording():
-            self.span.add_event(
-                semconv.EVENT_LOOP_BLOCKED_EVENT,
-                {semconv.EVENT_LOOP_BLOCKED_SECONDS: seconds, semconv.EVENT_LOOP_BLOCKED_FRAMES: frames},
-            )
-        attributes = self._component.attributes
-        _loop_logger.warning(
+        self._report_block(
+            self._component.blocked,
+            semconv.EVENT_LOOP_BLOCKED_EVENT,
+            seconds,
+            {semconv.EVENT_LOOP_BLOCKED_FRAMES: frames},
             "event loop blocked",
-            pipeline=attributes[semconv.PIPELINE_NAME],
-            component=attributes[semconv.COMPONENT_NAME],
-            blocked_seconds=round(seconds, 6),
             frames=frames,
         )
 
     def blocked_by_gc(self, seconds: float) -> None:
         """Garbage collection stopped the loop for `seconds` during one of this execution's steps."""
         component = self._component
-        component.metrics.event_loop_blocked.labels(component.pipeline_label, GC_COMPONENT).inc(seconds)
         generation = GcPauses.last_generation
-        if self.span.is_recording():
-            self.span.add_event(
-                semconv.EVENT_LOOP_BLOCKED_BY_GC_EVENT,
-                {semconv.EVENT_LOOP_BLOCKED_SECONDS: seconds, semconv.GC_GENERATION: generation},
-            )
-        attributes = component.attributes
-        _loop_logger.warning(
+        self._report_block(
+            component.metrics.event_loop_blocked.labels(component.pipeline_label, GC_COMPONENT),
+            semconv.EVENT_LOOP_BLOCKED_BY_GC_EVENT,
+            seconds,
+            {semconv.GC_GENERATION: generation},
             "event loop blocked by garbage collection",
+            generation=generation,
+        )
+
+    def _report_block(
+        self,
+        counter: Any,
+        event: str,
+        seconds: float,
+        event_facts: dict[str, AttributeValue],
+        message: str,
+        **log_facts: Any,
+    ) -> None:
+        """Counts a stall seen in one of this execution's steps; a span event and a warning say so."""
+        counter.inc(seconds)
+        if self.span.is_recording():
+            self.span.add_event(event, {semconv.EVENT_LOOP_BLOCKED_SECONDS: seconds, **event_facts})
+        attributes = self._component.attributes
+        _loop_logger.warning(
+            message,
             pipeline=attributes[semconv.PIPELINE_NAME],
             component=attributes[semconv.COMPONENT_NAME],
             blocked_seconds=round(seconds, 6),
-            generation=generation,
+            **log_facts,
         )
 
     def finish(
