@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
+from types import FunctionType, ModuleType
 from typing import Any
 
 import pytest
@@ -76,8 +78,10 @@ def comparable(span: ReadableSpan) -> dict[str, Any]:
         "kind": span.kind,
         "attributes": dict(span.attributes or {}),
         "dropped_attributes": span.dropped_attributes,
+        "dropped_events": span.dropped_events,
+        "dropped_links": span.dropped_links,
         "events": [(e.name, dict(e.attributes or {}), e.timestamp) for e in span.events],
-        "links": list(span.links),
+        "links": [(link.context, dict(link.attributes or {})) for link in span.links],
         "status": (span.status.status_code, span.status.description),
         "start_time": span.start_time,
         "end_time": span.end_time,
@@ -186,6 +190,61 @@ def test_the_attribute_count_limit_holds_for_what_users_add() -> None:
     assert first == second
     assert len(first["attributes"]) == 64 and first["dropped_attributes"] == 10
     assert first["attributes"]["hayscope.status"] == "ok"
+
+
+def test_events_and_links_are_kept_and_bounded_as_the_sdk_keeps_them() -> None:
+    tracer_provider, exporter = provider(limits=SpanLimits(max_events=2, max_links=1))
+    tracer = tracer_provider.get_tracer("tests")
+    ours, theirs = started_both_ways(tracer)
+    linked = tracer.start_span("linked").get_span_context()
+    for span in (ours, theirs):
+        assert list(span.events) == [] and len(span._links) == 0  # type: ignore[attr-defined]
+        for n in range(3):
+            span.add_event(f"event {n}", {"n": n}, timestamp=n)
+        span.add_link(linked, {"why": "first"})
+        span.add_link(linked, {"why": "second"})
+        span.end(end_time=10_000)
+    first, second = (comparable(span) for span in exporter.get_finished_spans() if span.name != "parent")
+    assert first == second
+    assert [name for name, _attributes, _at in first["events"]] == ["event 1", "event 2"]
+    assert (first["dropped_events"], first["dropped_links"], first["links"]) == (1, 1, [(linked, {"why": "second"})])
+
+
+def _tracked_objects_of(span: ReadableSpan) -> dict[int, Any]:
+    """The objects the cyclic GC tracks that `span` holds, directly or not (not into types and code)."""
+    seen: dict[int, Any] = {}
+    todo: list[Any] = [span]
+    while todo:
+        held = todo.pop()
+        if id(held) in seen or not gc.is_tracked(held) or isinstance(held, (type, ModuleType, FunctionType)):
+            continue
+        seen[id(held)] = held
+        todo.extend(gc.get_referents(held))
+    return seen
+
+
+def test_an_exported_span_holds_few_objects_for_the_cyclic_gc_to_scan(sdk: tuple[trace.Tracer, Any]) -> None:
+    # A span waits in a batch processor's queue until it is exported: every object the collector
+    # tracks in it is scanned and promoted meanwhile. Shared ones (resource, scope) do not count.
+    tracer, exporter = sdk
+    parent = tracer.start_span("parent")
+    context = trace.set_span_in_context(parent)
+    starter = SpanStarter(tracer)
+    for make in (
+        lambda: starter.start("ours", context, parent.get_span_context(), OWN),
+        lambda: tracer.start_span("theirs", context, attributes=OWN),
+    ):
+        for _ in range(2):
+            span = make()
+            set_trusted_attributes(span, {"hayscope.status": "ok"})
+            span.end()
+    ours, ours_too, theirs, theirs_too = (_tracked_objects_of(span) for span in exporter.get_finished_spans())
+    own = {
+        "ours": sorted(type(held).__name__ for key, held in ours.items() if key not in ours_too),
+        "theirs": sorted(type(held).__name__ for key, held in theirs.items() if key not in theirs_too),
+    }
+    assert own["ours"] == ["ReadableSpan", "SpanContext", "_LazyBoundedList", "_LazyBoundedList", "_TrustedAttributes"]
+    assert len(own["theirs"]) == 11, own
 
 
 def test_attributes_set_after_the_end_are_refused_as_the_sdk_refuses_them(sdk: tuple[trace.Tracer, Any]) -> None:

@@ -13,10 +13,18 @@ Building a span outside its constructor needs the SDK's private fields. A check 
 SDK span made by its constructor has exactly the fields set here) makes any SDK version that differs
 use `Tracer.start_span` instead, as do tracers that are not the SDK's, disabled tracers and span
 limits that would cut attribute values.
+
+Every span stays alive until its processor exports it (a `BatchSpanProcessor` keeps up to a batch),
+long enough for the cyclic garbage collector to scan it several times and promote it to the oldest
+generation, where it counts towards the next full collection (120-180 ms over a large heap, with the
+loop stopped). So the spans built here keep fewer objects the collector tracks: an empty event or
+link list has no deque and lock of its own until something is appended, the attribute maps share
+one lock, and the trace flags are shared values; 5 tracked objects per exported span instead of 11.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Mapping
@@ -34,8 +42,15 @@ from opentelemetry.util.types import AttributeValue
 # Hayscope's own attributes of one span: far below this, or the SDK decides what to drop.
 _MOST_ATTRIBUTES = 64
 _UNSET = Status(StatusCode.UNSET)
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+# The flags a span can get here, one shared value each.
+_TRACE_FLAGS = {
+    flags: TraceFlags(flags)
+    for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED, _RANDOM_TRACE_ID, TraceFlags.SAMPLED | _RANDOM_TRACE_ID)
+}
+# Held for a dictionary update at most, never while taking another lock: safe to share between spans.
+_ATTRIBUTES_LOCK = threading.Lock()
+_LIST_LOCK = threading.Lock()
 
 
 class _TrustedAttributes(BoundedAttributes):
@@ -47,7 +62,7 @@ class _TrustedAttributes(BoundedAttributes):
         self.maxlen = limits.max_span_attributes
         self.dropped = 0
         self.max_value_len = limits.max_span_attribute_length
-        self._lock = threading.Lock()
+        self._lock = _ATTRIBUTES_LOCK
         self._immutable = False
 
     def add_trusted(self, attributes: Mapping[str, AttributeValue]) -> None:
@@ -57,6 +72,38 @@ class _TrustedAttributes(BoundedAttributes):
                 self._dict.update(attributes)
                 return
         self._set_items(attributes)  # full (user attributes) or ended: the SDK's own rules
+
+
+class _LazyBoundedList(BoundedList):
+    """The SDK's `BoundedList` of a span's events or links, with its deque and lock made on the first
+    append (most spans never get one): until then it reads as empty."""
+
+    _dq: collections.deque[Any] = collections.deque()  # the stand-in while empty: never appended to
+    _lock = _LIST_LOCK
+    dropped = 0
+
+    def __init__(self, maxlen: int | None) -> None:
+        self._maxlen = maxlen
+
+    def append(self, item: Any) -> None:
+        self._own_deque()
+        super().append(item)
+
+    def extend(self, seq: Any) -> None:
+        self._own_deque()
+        super().extend(seq)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BoundedList:
+        self._own_deque()
+        return super().__deepcopy__(memo)
+
+    def _own_deque(self) -> None:
+        if "_dq" in vars(self):
+            return
+        with _LIST_LOCK:
+            if "_dq" not in vars(self):
+                self._lock = threading.Lock()  # before the deque: whoever sees the deque sees its lock
+                self._dq = collections.deque(maxlen=self._maxlen)
 
 
 def set_trusted_attributes(span: Span, attributes: Mapping[str, AttributeValue]) -> None:
@@ -110,9 +157,7 @@ class SpanStarter:
         else:
             sampling = sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes, ())
             decision, trace_state, start_attributes = sampling.decision, sampling.trace_state, sampling.attributes
-        flags = _SAMPLED if decision.is_sampled() else TraceFlags(TraceFlags.DEFAULT)
-        if random_trace_id:
-            flags = TraceFlags(flags | _RANDOM_TRACE_ID)
+        flags = _TRACE_FLAGS[(TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT) | random_trace_id]
         span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, trace_state)  # type: ignore[attr-defined]
         metrics = getattr(tracer, "_tracer_metrics", None)
         end_metrics = metrics.start_span(parent, decision) if metrics is not None else None
@@ -132,8 +177,8 @@ class SpanStarter:
             state["_attributes"] = BoundedAttributes(
                 limits.max_span_attributes, start_attributes, False, limits.max_span_attribute_length
             )
-        state["_events"] = BoundedList(limits.max_events)
-        state["_links"] = BoundedList(limits.max_links)
+        state["_events"] = _LazyBoundedList(limits.max_events)
+        state["_links"] = _LazyBoundedList(limits.max_links)
         if "_record_end_metrics" in fields:
             state["_record_end_metrics"] = end_metrics
         state["_start_time"] = start_time if start_time is not None else time.time_ns()
