@@ -263,10 +263,14 @@ class _BoundedValues:
         return OVERFLOW_LABEL_VALUE
 
 
-# One buffered record: histogram children with the amounts they observe (in the same order), the
-# span context of a sampled execution (its ids become the exemplar) or None, the wall time of the
-# record (the exemplar's timestamp), and (counter or gauge child, amount) pairs to add.
-SampleRecord = tuple[tuple[Histogram, ...], Sequence[float], Any, float, tuple[tuple["Counter | Gauge", float], ...]]
+# One buffered record, a flat tuple of numbers so that the cyclic garbage collector stops tracking
+# it at its first look and never promotes it while it waits: its kind (see `SampleBuffer.kind`), the
+# trace and span ids of a sampled execution (its exemplar; 0 and 0 for none), its wall time (the
+# exemplar's timestamp), then the amounts its histograms observe, in their order.
+SampleRecord = tuple[float, ...]
+AMOUNTS: Final = 4  # where a record's amounts start
+# What a kind of record adds to: histogram children, and (counter or gauge child, amount) pairs.
+RecordKind = tuple[tuple[Histogram, ...], tuple[tuple["Counter | Gauge", float], ...]]
 
 # Records applied from the hot path at the latest every this many, so memory stays bounded when
 # nothing scrapes.
@@ -298,15 +302,31 @@ class SampleBuffer:
     records are applied at once.
     """
 
-    __slots__ = ("_at_once", "_records")
+    __slots__ = ("_at_once", "_kind_ids", "_kinds", "_records")
 
     def __init__(self) -> None:
         self._records: collections.deque[SampleRecord] = collections.deque()
+        self._kinds: list[RecordKind] = []
+        self._kind_ids: dict[RecordKind, int] = {}
         self._at_once = values.ValueClass is not values.MutexValue
+
+    def kind(
+        self, histograms: tuple[Histogram, ...] = (), increments: tuple[tuple[Counter | Gauge, float], ...] = ()
+    ) -> int:
+        """The kind of the records that observe with `histograms` and add `increments` (made once)."""
+        key = (histograms, increments)
+        kind = self._kind_ids.get(key)
+        if kind is None:
+            with _flush_lock:
+                kind = self._kind_ids.get(key)
+                if kind is None:
+                    self._kinds.append(key)
+                    kind = self._kind_ids[key] = len(self._kinds) - 1
+        return kind
 
     def add(self, record: SampleRecord) -> None:
         if self._at_once:
-            _apply_or_log((record,))
+            _apply_or_log((record,), self._kinds)
             return
         records = self._records
         records.append(record)
@@ -320,17 +340,17 @@ class SampleBuffer:
         with _flush_lock:
             records = self._records
             # popleft is atomic too: records added meanwhile stay for the next flush
-            _apply_or_log([records.popleft() for _ in range(len(records))])
+            _apply_or_log([records.popleft() for _ in range(len(records))], self._kinds)
 
 
 _failure_logged = False
 
 
-def _apply_or_log(records: Sequence[SampleRecord]) -> None:
+def _apply_or_log(records: Sequence[SampleRecord], kinds: Sequence[RecordKind]) -> None:
     """`_apply`, which must never fail a pipeline run or a scrape: a failure is logged once and its records dropped."""
     global _failure_logged
     try:
-        _apply(records)
+        _apply(records, kinds)
     except Exception as error:  # e.g. a prometheus_client whose histogram fields differ (see below)
         if not _failure_logged:
             _failure_logged = True
@@ -339,27 +359,29 @@ def _apply_or_log(records: Sequence[SampleRecord]) -> None:
             )
 
 
-def _apply(records: Iterable[SampleRecord]) -> None:
-    # The amounts of each tuple of histograms (a component's layout) by record, and the records
-    # of that tuple with an exemplar, with their position (observe() keeps the last exemplar).
-    rows: dict[tuple[Histogram, ...], list[Sequence[float]]] = collections.defaultdict(list)
-    sampled: dict[tuple[Histogram, ...], list[tuple[int, SampleRecord]]] = collections.defaultdict(list)
+def _apply(records: Iterable[SampleRecord], kinds: Sequence[RecordKind]) -> None:
+    # The amounts of each kind (a component's layout) by record, and the records of that kind with
+    # an exemplar, with their position (observe() keeps the last exemplar).
+    rows: dict[int, list[Sequence[float]]] = collections.defaultdict(list)
+    sampled: dict[int, list[tuple[int, SampleRecord]]] = collections.defaultdict(list)
     totals: dict[Counter | Gauge, float] = collections.defaultdict(float)
     for position, record in enumerate(records):
-        histograms, amounts, span_context, _at, increments = record
+        kind, trace_id = record[0], record[1]
+        histograms, increments = kinds[kind]  # type: ignore[index]
         if histograms:
-            rows[histograms].append(amounts)
-            if span_context is not None:
-                sampled[histograms].append((position, record))
+            rows[kind].append(record[AMOUNTS:])  # type: ignore[index]
+            if trace_id:
+                sampled[kind].append((position, record))  # type: ignore[index]
         for metric, amount in increments:
             totals[metric] += amount
-    exemplars: dict[tuple[Histogram, int], tuple[int, Any, float, float]] = {}
-    for histograms, amount_rows in rows.items():
-        for column, (histogram, amounts) in enumerate(zip(histograms, zip(*amount_rows))):
+    exemplars: dict[tuple[Histogram, int], tuple[int, SampleRecord, float]] = {}
+    for kind, amount_rows in rows.items():
+        for column, (histogram, amounts) in enumerate(zip(kinds[kind][0], zip(*amount_rows))):
             filled = _observe_all(histogram, amounts)
-            _last_sampled(exemplars, histogram, column, sampled.get(histograms, []), filled)
-    for (histogram, bucket), (_position, span_context, amount, at) in exemplars.items():
-        histogram._buckets[bucket].set_exemplar(Exemplar(exemplar_labels(span_context), amount, at))
+            _last_sampled(exemplars, histogram, column, sampled.get(kind, []), filled)
+    for (histogram, bucket), (_position, record, amount) in exemplars.items():
+        _kind, trace_id, span_id, at = record[:AMOUNTS]
+        histogram._buckets[bucket].set_exemplar(Exemplar(_exemplar_labels(int(trace_id), int(span_id)), amount, at))
     for metric, amount in totals.items():
         if amount:
             metric.inc(amount)
@@ -393,7 +415,7 @@ def _observe_all(histogram: Histogram, amounts: Sequence[float]) -> int:
 
 
 def _last_sampled(
-    exemplars: dict[tuple[Histogram, int], tuple[int, Any, float, float]],
+    exemplars: dict[tuple[Histogram, int], tuple[int, SampleRecord, float]],
     histogram: Histogram,
     column: int,
     sampled: list[tuple[int, SampleRecord]],
@@ -401,21 +423,25 @@ def _last_sampled(
 ) -> None:
     """Keeps in `exemplars` the last sampled observation of each bucket of `histogram`."""
     seen: set[int] = set()
-    for position, (_histograms, amounts, span_context, at, _increments) in reversed(sampled):
+    for position, record in reversed(sampled):
         if len(seen) == filled:  # every bucket with observations has its last one
             return
-        amount = amounts[column]
+        amount = record[AMOUNTS + column]
         bucket = _bucket(histogram, amount)
         if bucket not in seen:
             seen.add(bucket)
             kept = exemplars.get((histogram, bucket))
             if kept is None or kept[0] < position:  # the histogram may be in another layout too
-                exemplars[histogram, bucket] = (position, span_context, amount, at)
+                exemplars[histogram, bucket] = (position, record, amount)
 
 
 def exemplar_labels(span_context: Any) -> dict[str, str]:
     """The exemplar of a sampled span: its trace and span ids, as a trace backend links them."""
-    return {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
+    return _exemplar_labels(span_context.trace_id, span_context.span_id)
+
+
+def _exemplar_labels(trace_id: int, span_id: int) -> dict[str, str]:
+    return {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
 
 
 class _Buffered:

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -65,14 +65,11 @@ def _sampled(span: Span) -> SpanContext | None:
     return span_context if span_context.trace_flags.sampled else None
 
 
-def _record(
-    histograms: tuple[Histogram, ...],
-    seconds: list[float] | tuple[float, ...],
-    sampled: SpanContext | None,
-    increments: tuple[tuple[Any, float], ...] = (),
-) -> SampleRecord:
+def _record(kind: int, amounts: Sequence[float], sampled: SpanContext | None) -> SampleRecord:
     """A buffered sample record; the exemplar's timestamp is taken now, as observe() takes it."""
-    return (histograms, seconds, sampled, 0.0 if sampled is None else time.time(), increments)
+    if sampled is None:
+        return (kind, 0, 0, 0.0, *amounts)
+    return (kind, sampled.trace_id, sampled.span_id, time.time(), *amounts)
 
 
 _failure_logger = structlog.get_logger("hayscope.telemetry")
@@ -171,13 +168,13 @@ class PipelineTelemetry:
         self._components: dict[tuple[str, type, str], ComponentTelemetry] = {}
         self.buffer = metrics.buffer
         in_flight = metrics.pipeline_runs_in_flight.labels(self.label)
-        self._started_record: SampleRecord = ((), (), None, 0.0, ((in_flight, 1),))
-        # status -> (the run-duration child, what else a finished run adds: one run, one less in flight)
-        self._ended: dict[str, tuple[tuple[Histogram], tuple[tuple[Any, float], ...]]] = {}
+        self._started_record: SampleRecord = _record(self.buffer.kind((), ((in_flight, 1),)), (), None)
+        # status -> the kind of record a finished run makes: its duration, one run, one less in flight
+        self._ended: dict[str, int] = {}
         for status in STATUSES:  # error and cancelled exist at zero from the start, for ratio queries
             runs = metrics.pipeline_runs.labels(self.label, status)
             duration = metrics.pipeline_run_duration.labels(self.label, status)
-            self._ended[status] = ((duration,), ((runs, 1), (in_flight, -1)))
+            self._ended[status] = self.buffer.kind((duration,), ((runs, 1), (in_flight, -1)))
 
     @property
     def executor(self) -> ExecutorState:
@@ -204,8 +201,7 @@ class PipelineTelemetry:
     def end_run(self, span: Span, started: float, error: BaseException | None, outputs: Any = None) -> None:
         elapsed = time.perf_counter() - started
         status = status_of(error)
-        duration, increments = self._ended[status]
-        self.buffer.add(_record(duration, (elapsed,), _sampled(span), increments))
+        self.buffer.add(_record(self._ended[status], (elapsed,), _sampled(span)))
         content: dict[str, AttributeValue] = {}
         if outputs is not None and content_capture().enabled and span.is_recording():
             content = _content_attributes(semconv.PIPELINE_OUTPUT_DATA, outputs)
@@ -256,13 +252,13 @@ class ComponentTelemetry:
             )
         in_flight = metrics.components_in_flight.labels(pipeline.label, component_label, mode)
         self.buffer = metrics.buffer
-        self.started_record: SampleRecord = ((), (), None, 0.0, ((in_flight, 1),))
+        self.started_record: SampleRecord = _record(self.buffer.kind((), ((in_flight, 1),)), (), None)
         self.ended: tuple[tuple[Any, float], ...] = ((in_flight, -1),)
         self.on_loop = mode == semconv.MODE_ASYNC
         self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
         self._children: dict[tuple[Histogram, str], Histogram] = {}
-        self._layouts: dict[tuple[str, bool, bool], tuple[tuple[Histogram, ...], tuple[str, ...]]] = {}
+        self._layouts: dict[tuple[str, bool, bool], tuple[int, tuple[str, ...]]] = {}
         for status in STATUSES:
             self.histogram(metrics.component_duration, status)  # error and cancelled exist at zero from the start
 
@@ -276,12 +272,11 @@ class ComponentTelemetry:
     def pipeline_label(self) -> str:
         return self._labels[0]
 
-    def layout(
-        self, status: str, schedule_wait: bool, queue_wait: bool
-    ) -> tuple[tuple[Histogram, ...], tuple[str, ...]]:
-        """The histograms one execution observes, in the order `ComponentExecution.finish` lists its
-        seconds (duration, run time, the waits it has, loop held, GenAI duration), and the span
-        attributes of the parts (run time to loop held). Made on first use, as observe() made the children."""
+    def layout(self, status: str, schedule_wait: bool, queue_wait: bool) -> tuple[int, tuple[str, ...]]:
+        """The kind of sample record one execution makes: the histograms it observes, in the order
+        `ComponentExecution.finish` lists its seconds (duration, run time, the waits it has, loop held,
+        GenAI duration), and one less in flight; and the span attributes of the parts (run time to
+        loop held). Made on first use, as observe() made the children."""
         key = (status, schedule_wait, queue_wait)
         layout = self._layouts.get(key)
         if layout is None:
@@ -297,7 +292,8 @@ class ComponentTelemetry:
             histograms += [self.histogram(metric, status) for metric, _key in parts]
             if self.genai_duration is not None:
                 histograms.append(self.genai_duration)
-            layout = self._layouts[key] = (tuple(histograms), tuple(key for _metric, key in parts))
+            kind = self.buffer.kind(tuple(histograms), self.ended)
+            layout = self._layouts[key] = (kind, tuple(key for _metric, key in parts))
         return layout
 
 
@@ -496,7 +492,7 @@ class ComponentExecution:
             seconds.append(queue_wait)
         if component.on_loop:
             seconds.append(self.loop_held)
-        histograms, keys = component.layout(status, schedule_wait is not None, queue_wait is not None)
+        kind, keys = component.layout(status, schedule_wait is not None, queue_wait is not None)
         span = self.span
         recording = span.is_recording()
         attributes: dict[str, AttributeValue] = {}
@@ -509,7 +505,7 @@ class ComponentExecution:
                 attributes[semconv.THREAD_NAME] = self.thread.name
         if component.genai is not None:
             seconds.append(elapsed)
-        component.buffer.add(_record(histograms, seconds, self.sampled, component.ended))
+        component.buffer.add(_record(kind, seconds, self.sampled))
         other: dict[str, AttributeValue] = {}
         if component.genai is not None:
             other = self._record_genai(component, outputs)
@@ -542,5 +538,5 @@ class ComponentExecution:
                 histograms.append(metrics.genai_token_usage.labels(operation.operation, model, token_type))
                 counts.append(count)
         if histograms:
-            component.buffer.add(_record(tuple(histograms), counts, self.sampled))
+            component.buffer.add(_record(component.buffer.kind(tuple(histograms)), counts, self.sampled))
         return result.attributes
