@@ -7,10 +7,7 @@ to execute one component (`_run_component_async`, `_run_component`) to open the 
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import threading
-import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 from typing import Any, Self
@@ -30,15 +27,14 @@ from hayscope._version import __version__
 from hayscope.executor import ExecutorState, executor_state
 from hayscope.haystack_bridge import ensure_bridge
 from hayscope.metrics import register_metrics
-from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution, PipelineRun, PipelineTelemetry, current_run
+from hayscope.offload import offloaded
+from hayscope.recording import PipelineTelemetry, current_run
 from hayscope.timing import LoopHeldTimer
 
 __all__ = ["TracedAsyncPipeline"]
 
 DEFAULT_PIPELINE_NAME = "pipeline"
 
-# What haystack passes to run one component: name, component dict, inputs, visits, parent span.
-_ComponentArgs = tuple[str, dict[str, Any], dict[str, Any], dict[str, int], "tracing.Span | None"]
 INSTRUMENTATION_SCOPE = "hayscope"
 
 
@@ -301,15 +297,30 @@ class TracedAsyncPipeline(Pipeline):
             return await Pipeline._run_component_async(
                 component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
             )
-        args = (component_name, component, component_inputs, component_visits, parent_span)
-        if not _runs_async(instance):
-            return await _run_in_worker_thread(run, args, break_point)
-        # An async component: haystack awaits its `run_async`; every step of it is timed on the loop.
-        # (Here rather than in a coroutine of its own: one frame less on every step.)
-        execution = run.start_component(component_name, instance, semconv.MODE_ASYNC, component_inputs)
+        if _runs_async(instance):
+            # Every step of its `run_async` is timed on the loop.
+            execution = run.start_component(component_name, instance, semconv.MODE_ASYNC, component_inputs)
+            executing: Any = LoopHeldTimer(
+                Pipeline._run_component_async(
+                    component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
+                ),
+                execution,
+            )
+        else:
+            # haystack's bookkeeping on the loop as always; `run` in a worker of the pipeline's executor.
+            execution = run.start_component(component_name, instance, semconv.MODE_THREAD, component_inputs)
+            executing = Pipeline._run_component_async(
+                component_name,
+                offloaded(component, execution, run.telemetry.executor),
+                component_inputs,
+                component_visits,
+                parent_span,
+                break_point=break_point,
+            )
+        # (Awaited here rather than in a coroutine of its own: one frame less on every step.)
         token = otel_context.attach(execution.context)
         try:
-            outputs = await LoopHeldTimer(Pipeline._run_component_async(*args, break_point=break_point), execution)
+            outputs = await executing
         except BaseException as error:
             execution.finish(None, error)
             raise
@@ -350,36 +361,6 @@ class TracedAsyncPipeline(Pipeline):
         return outputs
 
 
-async def _run_in_worker_thread(
-    run: PipelineRun, args: _ComponentArgs, break_point: Breakpoint | None
-) -> Mapping[str, Any]:
-    """A sync component: haystack's own sync execution path, in a worker of the pipeline's executor.
-
-    The worker counts the visit on a private counter; it is written back here, on the loop, once the
-    await returns, which is where haystack's thread-offloading path counts it too.
-    """
-    component_name, component, inputs, component_visits, parent_span = args
-    execution = run.start_component(component_name, component["instance"], semconv.MODE_THREAD, inputs)
-    worker_visits = {component_name: component_visits[component_name]}
-    worker_args = (component_name, component, inputs, worker_visits, parent_span)
-    state = run.telemetry.executor
-    context = _context_with(execution.context)
-    submitted, submitted_ns = time.perf_counter(), time.time_ns()
-    future = state.submit(context.run, _worker, execution, worker_args, break_point)
-    try:
-        outputs = await asyncio.wrap_future(future)
-    except BaseException as error:
-        if future.cancelled():  # before a worker took it
-            state.forget()
-        _record_queue_wait(execution, submitted, submitted_ns)
-        execution.finish(None, error)
-        raise
-    _record_queue_wait(execution, submitted, submitted_ns)
-    component_visits[component_name] = worker_visits[component_name]
-    execution.finish(component_visits[component_name], outputs=outputs)
-    return outputs
-
-
 def _breaks_here(break_point: Breakpoint | None, component_name: str, component_visits: dict[str, int]) -> bool:
     """haystack's own test for a breakpoint that stops the run before this component executes."""
     return (
@@ -387,29 +368,3 @@ def _breaks_here(break_point: Breakpoint | None, component_name: str, component_
         and break_point.component_name == component_name
         and break_point.visit_count == component_visits[component_name]
     )
-
-
-def _context_with(otel_ctx: otel_context.Context) -> contextvars.Context:
-    """A copy of the current contextvars with `otel_ctx` current in it, for a worker thread."""
-    token = otel_context.attach(otel_ctx)
-    try:
-        return contextvars.copy_context()
-    finally:
-        otel_context.detach(token)
-
-
-def _worker(execution: ComponentExecution, args: _ComponentArgs, break_point: Breakpoint | None) -> Mapping[str, Any]:
-    started = execution.worker_started = time.perf_counter()
-    execution.thread = threading.current_thread()
-    try:
-        return Pipeline._run_component(*args, break_point=break_point)
-    finally:
-        execution.run_time = time.perf_counter() - started
-
-
-def _record_queue_wait(execution: ComponentExecution, submitted: float, submitted_ns: int) -> None:
-    if execution.worker_started is None:  # cancelled before a worker took it: it waited all along
-        return
-    execution.queue_wait = wait = execution.worker_started - submitted
-    if wait > WAIT_SPAN_THRESHOLD:
-        execution.wait_span(semconv.QUEUE_WAIT_SPAN, submitted_ns, submitted_ns + int(wait * 1e9))

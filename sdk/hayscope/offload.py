@@ -1,0 +1,85 @@
+"""Sync components on the async paths: haystack's own execution code, with `run` in the pipeline's executor.
+
+haystack's `_run_component_async` does its bookkeeping (input copies, output checks, visits) on the
+event loop and hands a component without `run_async` to `asyncio.to_thread`. `offloaded()` gives it
+a stand-in for the component whose `run_async` submits the component's `run` to hayscope's executor
+instead, so that the executor's state can be measured, its size chosen, and the queue wait and run
+time of each execution timed; everything else stays haystack's own. The stand-in passes for the
+component: its `__class__`, type name and module (which haystack's error messages and span tags
+quote) and every other attribute are the component's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hayscope import semconv
+from hayscope.executor import ExecutorState
+from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution
+
+
+class _Offloaded:
+    __slots__ = ("_execution", "_executor", "_instance")
+
+    def __init__(self, instance: Any, execution: ComponentExecution, executor: ExecutorState) -> None:
+        self._instance = instance
+        self._execution = execution
+        self._executor = executor
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105 - isinstance() and haystack's messages see the component's class
+        return type(self._instance)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._instance, name)
+
+    async def run_async(self, **inputs: Any) -> Mapping[str, Any]:
+        execution, executor = self._execution, self._executor
+        context = contextvars.copy_context()  # the execution's: its span is current in the worker
+        submitted, submitted_ns = time.perf_counter(), time.time_ns()
+        future = executor.submit(context.run, _work, execution, self._instance.run, inputs)
+        try:
+            return await asyncio.wrap_future(future)
+        except BaseException:
+            if future.cancelled():  # before a worker took it
+                executor.forget()
+            raise
+        finally:
+            _record_queue_wait(execution, submitted, submitted_ns)
+
+
+# component class -> its stand-in's class, named like it (haystack tags a span with type(instance)'s name)
+_STAND_IN_TYPES: dict[type, type[_Offloaded]] = {}
+
+
+def offloaded(component: dict[str, Any], execution: ComponentExecution, executor: ExecutorState) -> dict[str, Any]:
+    """haystack's description of a component, with a stand-in whose `run_async` runs `run` in `executor`."""
+    instance = component["instance"]
+    cls = type(instance)
+    stand_in = _STAND_IN_TYPES.get(cls)
+    if stand_in is None:
+        namespace = {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        stand_in = _STAND_IN_TYPES[cls] = type(cls.__name__, (_Offloaded,), namespace)
+    return {**component, "instance": stand_in(instance, execution, executor)}
+
+
+def _work(execution: ComponentExecution, run: Callable[..., Mapping[str, Any]], inputs: dict[str, Any]) -> Any:
+    started = execution.worker_started = time.perf_counter()
+    execution.thread = threading.current_thread()
+    try:
+        return run(**inputs)
+    finally:
+        execution.run_time = time.perf_counter() - started
+
+
+def _record_queue_wait(execution: ComponentExecution, submitted: float, submitted_ns: int) -> None:
+    if execution.worker_started is None:  # cancelled before a worker took it: it waited all along
+        return
+    execution.queue_wait = wait = execution.worker_started - submitted
+    if wait > WAIT_SPAN_THRESHOLD:
+        execution.wait_span(semconv.QUEUE_WAIT_SPAN, submitted_ns, submitted_ns + int(wait * 1e9))
