@@ -25,6 +25,7 @@ one lock, and the trace flags are shared values; 5 tracked objects per exported 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -51,6 +52,9 @@ _TRACE_FLAGS = {
 # Held for a dictionary update at most, never while taking another lock: safe to share between spans.
 _ATTRIBUTES_LOCK = threading.Lock()
 _LIST_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child must not inherit them held by a thread it lacks
+    os.register_at_fork(after_in_child=_ATTRIBUTES_LOCK._at_fork_reinit)  # type: ignore[attr-defined]
+    os.register_at_fork(after_in_child=_LIST_LOCK._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 class _TrustedAttributes(BoundedAttributes):
