@@ -30,6 +30,7 @@ test: system-deps $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_loop_monitor.py
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/bench_faults.py
+	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/gc_pressure.py
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/bench_overhead.py
 
 # 100,000 runs at concurrency 200, every span exported: RSS, series, open spans, gauges (~6 min).
