@@ -267,7 +267,7 @@ class _BoundedValues:
 # it at its first look and never promotes it while it waits: its kind (see `SampleBuffer.kind`), the
 # trace and span ids of a sampled execution (its exemplar; 0 and 0 for none), its wall time (the
 # exemplar's timestamp), then the amounts its histograms observe, in their order.
-SampleRecord = tuple[float, ...]
+SampleRecord = tuple[Any, ...]
 AMOUNTS: Final = 4  # where a record's amounts start
 # What a kind of record adds to: histogram children, and (counter or gauge child, amount) pairs.
 RecordKind = tuple[tuple[Histogram, ...], tuple[tuple["Counter | Gauge", float], ...]]
@@ -367,11 +367,11 @@ def _apply(records: Iterable[SampleRecord], kinds: Sequence[RecordKind]) -> None
     totals: dict[Counter | Gauge, float] = collections.defaultdict(float)
     for position, record in enumerate(records):
         kind, trace_id = record[0], record[1]
-        histograms, increments = kinds[kind]  # type: ignore[index]
+        histograms, increments = kinds[kind]
         if histograms:
-            rows[kind].append(record[AMOUNTS:])  # type: ignore[index]
+            rows[kind].append(record[AMOUNTS:])
             if trace_id:
-                sampled[kind].append((position, record))  # type: ignore[index]
+                sampled[kind].append((position, record))
         for metric, amount in increments:
             totals[metric] += amount
     exemplars: dict[tuple[Histogram, int], tuple[int, SampleRecord, float]] = {}
@@ -381,7 +381,7 @@ def _apply(records: Iterable[SampleRecord], kinds: Sequence[RecordKind]) -> None
             _last_sampled(exemplars, histogram, column, sampled.get(kind, []), filled)
     for (histogram, bucket), (_position, record, amount) in exemplars.items():
         _kind, trace_id, span_id, at = record[:AMOUNTS]
-        histogram._buckets[bucket].set_exemplar(Exemplar(_exemplar_labels(int(trace_id), int(span_id)), amount, at))
+        histogram._buckets[bucket].set_exemplar(Exemplar(_exemplar_labels(trace_id, span_id), amount, at))
     for metric, amount in totals.items():
         if amount:
             metric.inc(amount)

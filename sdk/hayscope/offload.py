@@ -24,6 +24,8 @@ from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution
 
 
 class _Offloaded:
+    """Passes for a sync component in haystack's async path; its `run_async` runs `run` in a worker."""
+
     __slots__ = ("_execution", "_executor", "_instance")
 
     def __init__(self, instance: Any, execution: ComponentExecution, executor: ExecutorState) -> None:
@@ -32,7 +34,7 @@ class _Offloaded:
         self._executor = executor
 
     @property  # type: ignore[misc]
-    def __class__(self) -> type:  # noqa: D105 - isinstance() and haystack's messages see the component's class
+    def __class__(self) -> type:  # what isinstance() and haystack's error messages see
         return type(self._instance)
 
     def __getattr__(self, name: str) -> Any:
