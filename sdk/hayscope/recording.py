@@ -274,7 +274,7 @@ class ComponentTelemetry:
 
     def layout(self, status: str, schedule_wait: bool, queue_wait: bool) -> tuple[int, tuple[str, ...]]:
         """The kind of sample record one execution makes: the histograms it observes, in the order
-        `ComponentExecution.finish` lists its seconds (duration, run time, the waits it has, loop held,
+        `ComponentExecution.finish` lists its seconds (run time, the waits it has, loop held, duration,
         GenAI duration), and one less in flight; and the span attributes of the parts (run time to
         loop held). Made on first use, as observe() made the children."""
         key = (status, schedule_wait, queue_wait)
@@ -288,8 +288,8 @@ class ComponentTelemetry:
                 parts.append((metrics.component_queue_wait, semconv.QUEUE_WAIT))
             if self.on_loop:
                 parts.append((metrics.component_loop_held, semconv.LOOP_HELD))
-            histograms = [self.histogram(metrics.component_duration, status)]
-            histograms += [self.histogram(metric, status) for metric, _key in parts]
+            histograms = [self.histogram(metric, status) for metric, _key in parts]
+            histograms.append(self.histogram(metrics.component_duration, status))
             if self.genai_duration is not None:
                 histograms.append(self.genai_duration)
             kind = self.buffer.kind(tuple(histograms), self.ended)
@@ -484,8 +484,9 @@ class ComponentExecution:
         component = self._component
         schedule_wait, queue_wait = self.schedule_wait, self.queue_wait
         run_time = self.run_time if self.run_time is not None else elapsed - (schedule_wait or 0.0)
-        # The seconds of each histogram of the layout, in its order (see ComponentTelemetry.layout).
-        seconds = [elapsed, run_time]
+        # The seconds of each histogram of the layout, in its order (see ComponentTelemetry.layout):
+        # the parts first, whose span attributes are the layout's keys.
+        seconds = [run_time]
         if schedule_wait is not None:
             seconds.append(schedule_wait)
         if queue_wait is not None:
@@ -497,12 +498,13 @@ class ComponentExecution:
         recording = span.is_recording()
         attributes: dict[str, AttributeValue] = {}
         if recording:
-            attributes = dict(zip(keys, seconds[1:]))
+            attributes = dict(zip(keys, seconds))
             if visits is not None:
                 attributes[semconv.COMPONENT_VISITS] = visits
             if self.thread is not None:
                 attributes[semconv.THREAD_ID] = self.thread.ident or 0
                 attributes[semconv.THREAD_NAME] = self.thread.name
+        seconds.append(elapsed)
         if component.genai is not None:
             seconds.append(elapsed)
         component.buffer.add(_record(kind, seconds, self.sampled))

@@ -195,7 +195,7 @@ _PLAIN_TYPES = frozenset((str, int, float, bool))
 
 def _plain(attributes: Mapping[str, AttributeValue]) -> bool:
     """Whether every value is stored as it is: a plain string, number or boolean."""
-    return all(type(value) in _PLAIN_TYPES for value in attributes.values())
+    return _PLAIN_TYPES.issuperset(map(type, attributes.values()))
 
 
 def _samples_children_of_sampled_spans(sampler: Sampler) -> bool:
