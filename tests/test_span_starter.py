@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import logging
+import threading
 from collections.abc import Iterator, Sequence
 from types import FunctionType, ModuleType
 from typing import Any
@@ -243,8 +245,39 @@ def test_an_exported_span_holds_few_objects_for_the_cyclic_gc_to_scan(sdk: tuple
         "ours": sorted(type(held).__name__ for key, held in ours.items() if key not in ours_too),
         "theirs": sorted(type(held).__name__ for key, held in theirs.items() if key not in theirs_too),
     }
-    assert own["ours"] == ["ReadableSpan", "SpanContext", "_LazyBoundedList", "_LazyBoundedList", "_TrustedAttributes"]
+    assert own["ours"] == [
+        "ReadableSpan", "SpanContext", "_LazyBoundedList", "_LazyBoundedList", "_TrustedAttributes", "lock"
+    ]
     assert len(own["theirs"]) == 11, own
+
+
+def test_a_log_handler_may_set_attributes_while_the_sdk_warns_about_another_span(sdk: tuple[trace.Tracer, Any]) -> None:
+    # The SDK logs "Attributes dict is full" while holding the attribute map's lock: a handler that
+    # sets an attribute on another span must find that span's lock free.
+    tracer, _exporter = sdk
+    parent = tracer.start_span("parent")
+    context = trace.set_span_in_context(parent)
+    starter = SpanStarter(tracer)
+    other = starter.start("other", context, parent.get_span_context(), OWN)
+    full = starter.start("full", context, parent.get_span_context(), OWN)
+    full._attributes.maxlen = len(OWN)  # type: ignore[attr-defined]  # full from the start
+
+    class SetsAnAttribute(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            other.set_attribute("hayscope.test.warnings", 1)
+
+    handler = SetsAnAttribute()
+    sdk_logger = logging.getLogger("opentelemetry.attributes")
+    sdk_logger.addHandler(handler)
+    try:
+        setter = threading.Thread(target=full.set_attribute, args=("user.key", 1), daemon=True)
+        setter.start()
+        setter.join(timeout=10)
+    finally:
+        sdk_logger.removeHandler(handler)
+    assert not setter.is_alive(), "set_attribute deadlocked"
+    assert other.attributes["hayscope.test.warnings"] == 1  # type: ignore[attr-defined]
+    assert full.attributes["user.key"] == 1  # type: ignore[attr-defined]
 
 
 def test_attributes_set_after_the_end_are_refused_as_the_sdk_refuses_them(sdk: tuple[trace.Tracer, Any]) -> None:

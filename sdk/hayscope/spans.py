@@ -18,8 +18,8 @@ Every span stays alive until its processor exports it (a `BatchSpanProcessor` ke
 long enough for the cyclic garbage collector to scan it several times and promote it to the oldest
 generation, where it counts towards the next full collection (120-180 ms over a large heap, with the
 loop stopped). So the spans built here keep fewer objects the collector tracks: an empty event or
-link list has no deque and lock of its own until something is appended, the attribute maps share
-one lock, and the trace flags are shared values; 5 tracked objects per exported span instead of 11.
+link list has no deque and lock of its own until something is appended, and the trace flags are
+shared values; 6 tracked objects per exported span instead of 11.
 """
 
 from __future__ import annotations
@@ -49,11 +49,10 @@ _TRACE_FLAGS = {
     flags: TraceFlags(flags)
     for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED, _RANDOM_TRACE_ID, TraceFlags.SAMPLED | _RANDOM_TRACE_ID)
 }
-# Held for a dictionary update at most, never while taking another lock: safe to share between spans.
-_ATTRIBUTES_LOCK = threading.Lock()
+# Guards only the making of an event or link list's own deque and lock (nothing else runs under it),
+# and is the stand-in lock of the lists still empty: safe to share between spans.
 _LIST_LOCK = threading.Lock()
-if hasattr(os, "register_at_fork"):  # a forked child must not inherit them held by a thread it lacks
-    os.register_at_fork(after_in_child=_ATTRIBUTES_LOCK._at_fork_reinit)  # type: ignore[attr-defined]
+if hasattr(os, "register_at_fork"):  # a forked child must not inherit it held by a thread it lacks
     os.register_at_fork(after_in_child=_LIST_LOCK._at_fork_reinit)  # type: ignore[attr-defined]
 
 
@@ -66,7 +65,7 @@ class _TrustedAttributes(BoundedAttributes):
         self.maxlen = limits.max_span_attributes
         self.dropped = 0
         self.max_value_len = limits.max_span_attribute_length
-        self._lock = _ATTRIBUTES_LOCK
+        self._lock = threading.Lock()  # its own: the SDK logs while holding it, and a log handler may set attributes
         self._immutable = False
 
     def add_trusted(self, attributes: Mapping[str, AttributeValue]) -> None:
