@@ -272,3 +272,33 @@ async def test_a_greedy_variadic_component_waits_for_running_ones_and_that_is_it
         "hayscope.component.schedule_wait"] * 1e9) + 5_000_000
     waits = [s for s in capture.spans_named("waiting to start") if s.parent.span_id == summed.context.span_id]
     assert len(waits) == 1
+
+
+async def test_an_executor_that_refuses_work_leaves_no_queued_count(capture):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components import SyncAdd
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="closed")
+    executor.shutdown()
+    pipeline = capture.pipeline(name="closed", executor=executor)
+    pipeline.add_component("add", SyncAdd(1))
+    with pytest.raises(Exception, match="cannot schedule new futures after shutdown"):
+        await pipeline.run_async({"add": {"value": 1}})
+    assert capture.sample("hayscope_executor_queue_depth", executor="closed") == 0
+    assert capture.sample("haystack_components_in_flight", pipeline="closed", component="add", mode="thread") == 0
+    assert capture.sample("haystack_pipeline_runs_total", pipeline="closed", status="error") == 1
+
+
+def test_the_stand_in_for_a_sync_component_can_be_copied():
+    # haystack is handed a stand-in whose run_async runs `run` in hayscope's executor; a hook that
+    # copies what haystack holds must not recurse into the stand-in's forwarding.
+    import copy
+
+    from components import SyncAdd
+    from hayscope.offload import offloaded
+
+    instance = SyncAdd(1)
+    stand_in = offloaded({"instance": instance}, execution=None, executor=None)["instance"]  # type: ignore[arg-type]
+    assert isinstance(stand_in, SyncAdd) and type(stand_in).__name__ == "SyncAdd"
+    assert copy.copy(stand_in).__class__ is SyncAdd

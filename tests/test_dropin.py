@@ -910,9 +910,16 @@ class RaiseStopIteration:
         raise StopIteration("stopped early")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "haystack.Pipeline.run_async never finishes when a sync-only component raises StopIteration: "
+        "asyncio.to_thread cannot set StopIteration on the awaiting Future (TypeError in the loop's "
+        "callback), so the task waits forever. hayscope's worker passes it on as a RuntimeError with "
+        "the same message, and the run raises PipelineRuntimeError."
+    ),
+)
 def test_sync_component_raising_stop_iteration(capture: TelemetryCapture) -> None:
-    # haystack's run_async never finishes here: a Future cannot take StopIteration (a TypeError in the
-    # loop's callback), so the awaiting task waits forever. Both time out alike.
     def outcome(pipeline: Pipeline) -> Any:
         pipeline.add_component("stop", RaiseStopIteration())
 

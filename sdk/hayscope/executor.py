@@ -70,7 +70,11 @@ class ExecutorState:
         """`fn(*args)` in the executor, counted as queued until a worker takes it, then busy."""
         with self._lock:
             self._queued += 1
-        return self.executor.submit(self._counted, fn, args)
+        try:
+            return self.executor.submit(self._counted, fn, args)
+        except BaseException:  # e.g. an executor already shut down: nothing was queued
+            self.forget()
+            raise
 
     def _counted(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._lock:

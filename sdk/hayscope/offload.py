@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +39,8 @@ class _Offloaded:
         return type(self._instance)
 
     def __getattr__(self, name: str) -> Any:
+        if name in _Offloaded.__slots__:  # not set yet (a copy being made): never the component's
+            raise AttributeError(name)
         return getattr(self._instance, name)
 
     async def run_async(self, **inputs: Any) -> Mapping[str, Any]:
@@ -56,7 +59,7 @@ class _Offloaded:
 
 
 # component class -> its stand-in's class, named like it (haystack tags a span with type(instance)'s name)
-_STAND_IN_TYPES: dict[type, type[_Offloaded]] = {}
+_STAND_IN_TYPES: weakref.WeakKeyDictionary[type, type[_Offloaded]] = weakref.WeakKeyDictionary()
 
 
 def offloaded(component: dict[str, Any], execution: ComponentExecution, executor: ExecutorState) -> dict[str, Any]:
@@ -75,6 +78,10 @@ def _work(execution: ComponentExecution, run: Callable[..., Mapping[str, Any]], 
     execution.thread = threading.current_thread()
     try:
         return run(**inputs)
+    except StopIteration as stop:
+        # A future cannot carry StopIteration (asyncio would leave the run waiting forever): raised
+        # as a RuntimeError with its message, haystack reports it as the component's failure.
+        raise RuntimeError(str(stop)) from stop
     finally:
         execution.run_time = time.perf_counter() - started
 
