@@ -167,7 +167,10 @@ def micro_costs() -> dict[str, float]:
     buffer_class = getattr(hayscope_metrics, "SampleBuffer", None)
     if buffer_class is not None:  # one execution's record of 5 samples; the bulk apply every FLUSH_EVERY included
         buffer = buffer_class()
-        record = ((histogram,) * 4, (0.001,) * 4, None, 0.0, ((gauge, 1),))
+        if hasattr(buffer, "kind"):  # records as flat tuples of numbers, their instruments by kind
+            record: Any = (buffer.kind((histogram,) * 4, ((gauge, 1),)), 0, 0, 0.0) + (0.001,) * 4
+        else:
+            record = ((histogram,) * 4, (0.001,) * 4, None, 0.0, ((gauge, 1),))
         costs["hayscope SampleBuffer.add"] = micro(lambda: buffer.add(record))
     timer = getattr(sys.modules.get("hayscope.timing"), "LoopHeldTimer", None)
     if timer is not None:
