@@ -241,7 +241,10 @@ def _sdk_start_span(starter: Any, name: str, context: Any, parent: Any, attribut
 
 # SpanStarter builds component spans itself; switched off, every span comes from Tracer.start_span.
 NO_SPAN_STARTER = (Patch(hayscope_spans.SpanStarter, "start", _sdk_start_span),)
-NO_LOOP_HELD_TIMER = (Patch(hayscope_pipeline, "LoopHeldTimer", _passthrough_timer),)
+NO_LOOP_HELD_TIMER = _first_patchable(
+    (Patch(hayscope_pipeline, "timed_on_loop", _passthrough_timer),),
+    (Patch(hayscope_pipeline, "LoopHeldTimer", _passthrough_timer),),
+)
 NO_SCHEDULE_HOOK = (Patch(TracedAsyncPipeline, "_schedule_component", Pipeline._schedule_component),)
 
 

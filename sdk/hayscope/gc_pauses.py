@@ -3,7 +3,7 @@
 A full collection stops the whole process while it walks the heap (100 ms and more in a large
 process, see benchmarks/README.md), inside whatever code allocated last: often a component's step,
 which would then look like it blocked the event loop. A `gc.callbacks` hook, installed with the
-first traced pipeline, adds up the time collections take; `LoopHeldTimer` subtracts a blocking
+first traced pipeline, adds up the time collections take; `timed_on_loop` subtracts a blocking
 step's share of it from the component's blame and reports it as the collector's (`(gc)`).
 """
 

@@ -3,7 +3,7 @@
 A heartbeat callback on the loop asks to run every `interval` seconds and records how late it ran
 into `asyncio_event_loop_lag_seconds`. A watchdog thread notices a heartbeat overdue by more than
 `threshold`, and samples the loop thread's stack once per stall. The stall is then attributed:
-- to the component whose step held the loop (timing.LoopHeldTimer times every step, so the blocked
+- to the component whose step held the loop (timing.timed_on_loop times every step, so the blocked
   seconds are exact): `hayscope_event_loop_blocked_seconds_total{pipeline,component}`, a span event
   `event_loop.blocked` with the sampled frames, one structlog warning;
 - to the garbage collector for the time collections took in the late window (`component="(gc)"`,

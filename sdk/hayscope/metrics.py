@@ -302,13 +302,16 @@ class SampleBuffer:
     records are applied at once.
     """
 
-    __slots__ = ("_at_once", "_kind_ids", "_kinds", "_records")
+    __slots__ = ("_at_once", "_kind_ids", "_kinds", "_records", "append")
 
     def __init__(self) -> None:
         self._records: collections.deque[SampleRecord] = collections.deque()
         self._kinds: list[RecordKind] = []
         self._kind_ids: dict[RecordKind, int] = {}
         self._at_once = values.ValueClass is not values.MutexValue
+        # `add` without the flush check, for a record that an `add` always follows (an execution's
+        # start, then its end): the deque's own append, one call less on the hot path.
+        self.append = self.add if self._at_once else self._records.append
 
     def kind(
         self, histograms: tuple[Histogram, ...] = (), increments: tuple[tuple[Counter | Gauge, float], ...] = ()
@@ -381,7 +384,7 @@ def _apply(records: Iterable[SampleRecord], kinds: Sequence[RecordKind]) -> None
             _last_sampled(exemplars, histogram, column, sampled.get(kind, []), filled)
     for (histogram, bucket), (_position, record, amount) in exemplars.items():
         _kind, trace_id, span_id, at = record[:AMOUNTS]
-        histogram._buckets[bucket].set_exemplar(Exemplar(_exemplar_labels(trace_id, span_id), amount, at))
+        histogram._buckets[bucket].set_exemplar(Exemplar(exemplar_labels_for(trace_id, span_id), amount, at))
     for metric, amount in totals.items():
         if amount:
             metric.inc(amount)
@@ -437,10 +440,10 @@ def _last_sampled(
 
 def exemplar_labels(span_context: Any) -> dict[str, str]:
     """The exemplar of a sampled span: its trace and span ids, as a trace backend links them."""
-    return _exemplar_labels(span_context.trace_id, span_context.span_id)
+    return exemplar_labels_for(span_context.trace_id, span_context.span_id)
 
 
-def _exemplar_labels(trace_id: int, span_id: int) -> dict[str, str]:
+def exemplar_labels_for(trace_id: int, span_id: int) -> dict[str, str]:
     return {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
 
 

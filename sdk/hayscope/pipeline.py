@@ -8,6 +8,7 @@ to execute one component (`_run_component_async`, `_run_component`) to open the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 from typing import Any, Self
@@ -18,29 +19,23 @@ from haystack.core.errors import PipelineValidationError
 from haystack.core.pipeline.breakpoint import SnapshotCallback
 from haystack.core.serialization_security import mark_deserialization_internal
 from haystack.dataclasses.breakpoints import Breakpoint, PipelineSnapshot
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from hayscope import gc_pauses, semconv
+from hayscope import active_context, gc_pauses, semconv
 from hayscope._version import __version__
 from hayscope.executor import ExecutorState, executor_state
 from hayscope.haystack_bridge import ensure_bridge
 from hayscope.metrics import register_metrics
 from hayscope.offload import offloaded
-from hayscope.recording import PipelineTelemetry, current_run
-from hayscope.timing import LoopHeldTimer
+from hayscope.recording import RUN_KEY, PipelineRun, PipelineTelemetry, current_run
+from hayscope.timing import timed_on_loop
 
 __all__ = ["TracedAsyncPipeline"]
 
 DEFAULT_PIPELINE_NAME = "pipeline"
 
 INSTRUMENTATION_SCOPE = "hayscope"
-
-
-def _runs_async(instance: Any) -> bool:
-    # The very test haystack's _execute_component_async makes to choose between awaiting and a thread.
-    return callable(getattr(instance, "run_async", None))
 
 
 def _check_name(name: object) -> str:
@@ -187,10 +182,11 @@ class TracedAsyncPipeline(Pipeline):
 
     def _schedule_component(self, **kwargs: Any) -> None:
         # The moment haystack decides to run a component: the start of its schedule wait. The
-        # keywords pass through untouched (cheaper than taking component_name out and back in).
-        run = current_run()
+        # keywords pass through untouched (cheaper than taking component_name out and back in), and
+        # current_run() and run.scheduled_now() are inlined: this runs for every execution.
+        run: PipelineRun | None = active_context.get_current().get(RUN_KEY)
         if run is not None:
-            run.scheduled_now(kwargs["component_name"])
+            run.scheduled[kwargs["component_name"]] = (time.perf_counter(), time.time_ns() if run.recording else None)
         super()._schedule_component(**kwargs)
 
     async def _run_component_in_isolation(  # type: ignore[override]
@@ -223,7 +219,7 @@ class TracedAsyncPipeline(Pipeline):
     ) -> dict[str, Any]:
         """Runs the pipeline synchronously, exactly as `haystack.Pipeline.run`, inside a pipeline span."""
         run = self._get_telemetry().start_run(self._run_attributes("sync"), data)
-        token = otel_context.attach(run.context)
+        token = active_context.attach(run.context)
         try:
             result = super().run(
                 data,
@@ -236,7 +232,7 @@ class TracedAsyncPipeline(Pipeline):
             run.finish(error)
             raise
         finally:
-            otel_context.detach(token)
+            active_context.detach(token)
         run.finish(outputs=result)
         return result
 
@@ -259,13 +255,13 @@ class TracedAsyncPipeline(Pipeline):
         error: BaseException | None = None
         try:
             while True:
-                token = otel_context.attach(run.context)
+                token = active_context.attach(run.context)
                 try:
                     output = await steps.__anext__()
                 except StopAsyncIteration:
                     break
                 finally:
-                    otel_context.detach(token)
+                    active_context.detach(token)
                 yield output
         except BaseException as raised:
             error = raised
@@ -273,11 +269,11 @@ class TracedAsyncPipeline(Pipeline):
         finally:
             # Closing haystack's generator cancels its in-flight component tasks; their spans end
             # (as cancelled) before the run's own span does.
-            token = otel_context.attach(run.context)
+            token = active_context.attach(run.context)
             try:
                 await steps.aclose()
             finally:
-                otel_context.detach(token)
+                active_context.detach(token)
                 run.finish(error)
 
     @staticmethod
@@ -290,17 +286,19 @@ class TracedAsyncPipeline(Pipeline):
         *,
         break_point: Breakpoint | None = None,
     ) -> Mapping[str, Any]:
-        run = current_run()
+        # (Every execution goes through here: current_run() and other small helpers are inlined.)
+        run: PipelineRun | None = active_context.get_current().get(RUN_KEY)
         instance = component["instance"]
-        if run is None or _breaks_here(break_point, component_name, component_visits):
+        if run is None or (break_point is not None and _breaks_here(break_point, component_name, component_visits)):
             # Outside a traced run, or haystack is about to stop at a breakpoint: no execution to record.
             return await Pipeline._run_component_async(
                 component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
             )
-        if _runs_async(instance):
+        # The very test haystack's _execute_component_async makes to choose between awaiting and a thread:
+        if callable(getattr(instance, "run_async", None)):
             # Every step of its `run_async` is timed on the loop.
             execution = run.start_component(component_name, instance, semconv.MODE_ASYNC, component_inputs)
-            executing: Any = LoopHeldTimer(
+            executing: Any = timed_on_loop(
                 Pipeline._run_component_async(
                     component_name, component, component_inputs, component_visits, parent_span, break_point=break_point
                 ),
@@ -318,14 +316,14 @@ class TracedAsyncPipeline(Pipeline):
                 break_point=break_point,
             )
         # (Awaited here rather than in a coroutine of its own: one frame less on every step.)
-        token = otel_context.attach(execution.context)
+        token = active_context.attach(execution.context)
         try:
             outputs = await executing
         except BaseException as error:
             execution.finish(None, error)
             raise
         finally:
-            otel_context.detach(token)
+            active_context.detach(token)
         execution.finish(component_visits[component_name], outputs=outputs)
         return outputs
 
@@ -347,7 +345,7 @@ class TracedAsyncPipeline(Pipeline):
             )
         execution = run.start_component(component_name, component["instance"], semconv.MODE_SYNC, inputs)
         execution.thread = threading.current_thread()
-        token = otel_context.attach(execution.context)
+        token = active_context.attach(execution.context)
         try:
             outputs = Pipeline._run_component(
                 component_name, component, inputs, component_visits, parent_span, break_point=break_point
@@ -356,7 +354,7 @@ class TracedAsyncPipeline(Pipeline):
             execution.finish(None, error)
             raise
         finally:
-            otel_context.detach(token)
+            active_context.detach(token)
         execution.finish(component_visits[component_name], outputs=outputs)
         return outputs
 

@@ -18,16 +18,18 @@ from typing import Any
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanContext, Status, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
-from hayscope import genai, semconv
+from hayscope import active_context, genai, semconv
+from hayscope.active_context import SPAN_KEY
 from hayscope.content import content_capture, remember_secrets, scrub, secrets_of
 from hayscope.executor import ExecutorState
 from hayscope.gc_pauses import GcPauses
-from hayscope.metrics import GC_COMPONENT, Metrics, SampleRecord, exemplar_labels
-from hayscope.spans import SpanStarter, set_trusted_attributes
+from hayscope.metrics import GC_COMPONENT, Metrics, SampleRecord, exemplar_labels_for
+from hayscope.spans import SpanStarter, plain_values, set_trusted_attributes, span_context_fields
 
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
 # A wait longer than this gets a child span of its own, to be seen in a waterfall.
@@ -42,13 +44,13 @@ _ENDED = otel_context.Context()
 
 
 def current_run() -> PipelineRun | None:
-    run = otel_context.get_value(RUN_KEY)
-    return run if isinstance(run, PipelineRun) else None
+    """The run whose context is current (only hayscope sets a value under RUN_KEY)."""
+    return active_context.get_current().get(RUN_KEY)  # type: ignore[return-value]
 
 
 def current_execution() -> ComponentExecution | None:
-    execution = otel_context.get_value(EXECUTION_KEY)
-    return execution if isinstance(execution, ComponentExecution) else None
+    """The component execution whose context is current (only hayscope sets EXECUTION_KEY)."""
+    return active_context.get_current().get(EXECUTION_KEY)  # type: ignore[return-value]
 
 
 def status_of(error: BaseException | None) -> str:
@@ -59,17 +61,21 @@ def status_of(error: BaseException | None) -> str:
     return semconv.STATUS_ERROR
 
 
-def _sampled(span: Span) -> SpanContext | None:
-    """The span's context if it is sampled: its ids are the exemplar of the samples it records."""
-    span_context = span.get_span_context()
-    return span_context if span_context.trace_flags.sampled else None
+# The trace and span ids of a sampled span: the exemplar of the samples its execution or run records.
+ExemplarIds = tuple[int, int]
 
 
-def _record(kind: int, amounts: Sequence[float], sampled: SpanContext | None) -> SampleRecord:
+def _sampled(span: Span) -> ExemplarIds | None:
+    """The span's trace and span ids if it is sampled."""
+    trace_id, span_id, _remote, flags, _state, _valid = span_context_fields(span.get_span_context())
+    return (trace_id, span_id) if flags & TraceFlags.SAMPLED else None
+
+
+def _record(kind: int, amounts: Sequence[float], sampled: ExemplarIds | None) -> SampleRecord:
     """A buffered sample record; the exemplar's timestamp is taken now, as observe() takes it."""
     if sampled is None:
         return (kind, 0, 0, 0.0, *amounts)
-    return (kind, sampled.trace_id, sampled.span_id, time.time(), *amounts)
+    return (kind, *sampled, time.time(), *amounts)
 
 
 _failure_logger = structlog.get_logger("hayscope.telemetry")
@@ -92,9 +98,10 @@ def _start_span(
     parent: SpanContext | None,
     attributes: Mapping[str, AttributeValue],
     start_time: int | None = None,
+    plain: bool | None = None,
 ) -> Span:
     try:
-        return spans.start(name, context, parent, attributes, start_time)
+        return spans.start(name, context, parent, attributes, start_time, plain)
     except Exception as error:  # a plug-in failed: the execution goes on without a span
         telemetry_failed("start span", error)
         return trace.INVALID_SPAN
@@ -107,39 +114,29 @@ def _end_span(
     attributes: dict[str, AttributeValue] | None = None,
     other_attributes: Mapping[str, AttributeValue] | None = None,
 ) -> None:
-    """Ends `span` with its status; `attributes` are hayscope's own (valid by construction),
+    """Ends `span` with its status; `attributes` are hayscope's own (plain values by construction),
     `other_attributes` anything else (content, GenAI results), cleaned by the SDK."""
     try:
-        _finish_span(span, status, error, attributes, other_attributes)
+        if span.is_recording():
+            attributes = attributes if attributes is not None else {}
+            attributes[semconv.STATUS] = status
+            failed = status == semconv.STATUS_ERROR and error is not None
+            if failed:
+                attributes[semconv.ERROR_TYPE] = semconv.error_type(error)  # type: ignore[arg-type]
+            set_trusted_attributes(span, attributes)
+            if other_attributes:
+                span.set_attributes(other_attributes)
+            if failed:
+                # Messages and tracebacks can quote a credential (a URL with a token, a header): scrubbed.
+                message = scrub(str(error))
+                span.record_exception(
+                    error,  # type: ignore[arg-type]
+                    {"exception.message": message, "exception.stacktrace": scrub(_traceback(error))},
+                )
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
+        span.end()
     except Exception as failure:  # a span processor's on_end, or a sampler's attribute hook, failed
         telemetry_failed("end span", failure)
-
-
-def _finish_span(
-    span: Span,
-    status: str,
-    error: BaseException | None,
-    attributes: dict[str, AttributeValue] | None,
-    other_attributes: Mapping[str, AttributeValue] | None,
-) -> None:
-    if span.is_recording():
-        attributes = attributes if attributes is not None else {}
-        attributes[semconv.STATUS] = status
-        failed = status == semconv.STATUS_ERROR and error is not None
-        if failed:
-            attributes[semconv.ERROR_TYPE] = semconv.error_type(error)  # type: ignore[arg-type]
-        set_trusted_attributes(span, attributes)
-        if other_attributes:
-            span.set_attributes(other_attributes)
-        if failed:
-            # Messages and tracebacks can quote a credential (a URL with a token, a header): scrubbed.
-            message = scrub(str(error))
-            span.record_exception(
-                error,  # type: ignore[arg-type]
-                {"exception.message": message, "exception.stacktrace": scrub(_traceback(error))},
-            )
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
-    span.end()
 
 
 def _traceback(error: BaseException) -> str:
@@ -165,7 +162,7 @@ class PipelineTelemetry:
         self.metrics = metrics
         self.label = metrics.pipeline_names.admit(name)
         self.span_name = f"{semconv.PIPELINE_SPAN} {name}"
-        self._components: dict[tuple[str, type, str], ComponentTelemetry] = {}
+        self.components: dict[tuple[str, type, str], ComponentTelemetry] = {}
         self.buffer = metrics.buffer
         in_flight = metrics.pipeline_runs_in_flight.labels(self.label)
         self._started_record: SampleRecord = _record(self.buffer.kind((), ((in_flight, 1),)), (), None)
@@ -184,7 +181,7 @@ class PipelineTelemetry:
         return self._executor
 
     def start_run(self, attributes: Mapping[str, AttributeValue], data: Any = None) -> PipelineRun:
-        parent = otel_context.get_current()
+        parent = active_context.get_current()
         span = _start_span(self.spans, self.span_name, parent, None, attributes)
         if data is not None and content_capture().enabled and span.is_recording():
             span.set_attributes(_content_attributes(semconv.PIPELINE_INPUT_DATA, data))
@@ -193,9 +190,9 @@ class PipelineTelemetry:
 
     def component(self, name: str, instance: Any, mode: str) -> ComponentTelemetry:
         key = (name, type(instance), mode)
-        telemetry = self._components.get(key)
+        telemetry = self.components.get(key)
         if telemetry is None:
-            telemetry = self._components[key] = ComponentTelemetry(self, name, instance, mode)
+            telemetry = self.components[key] = ComponentTelemetry(self, name, instance, mode)
         return telemetry
 
     def end_run(self, span: Span, started: float, error: BaseException | None, outputs: Any = None) -> None:
@@ -214,15 +211,17 @@ class ComponentTelemetry:
     __slots__ = (
         "_children",
         "_labels",
-        "_layouts",
+        "append",
         "attributes",
         "blocked",
         "buffer",
         "ended",
         "genai",
         "genai_duration",
+        "layouts",
         "metrics",
         "on_loop",
+        "plain_attributes",
         "span_name",
         "spans",
         "started_record",
@@ -250,15 +249,17 @@ class ComponentTelemetry:
             self.genai_duration = metrics.genai_operation_duration.labels(
                 self.genai.operation, self.genai.provider, metrics.genai_models.admit(self.genai.request_model)
             )
+        self.plain_attributes = plain_values(self.attributes)
         in_flight = metrics.components_in_flight.labels(pipeline.label, component_label, mode)
         self.buffer = metrics.buffer
+        self.append = metrics.buffer.append
         self.started_record: SampleRecord = _record(self.buffer.kind((), ((in_flight, 1),)), (), None)
         self.ended: tuple[tuple[Any, float], ...] = ((in_flight, -1),)
         self.on_loop = mode == semconv.MODE_ASYNC
         self.blocked = metrics.event_loop_blocked.labels(pipeline.label, component_label)
         self._labels = (pipeline.label, component_label, type_label, mode)
         self._children: dict[tuple[Histogram, str], Histogram] = {}
-        self._layouts: dict[tuple[str, bool, bool], tuple[int, tuple[str, ...]]] = {}
+        self.layouts: dict[tuple[str, bool, bool], tuple[int, tuple[str, ...]]] = {}
         for status in STATUSES:
             self.histogram(metrics.component_duration, status)  # error and cancelled exist at zero from the start
 
@@ -278,7 +279,7 @@ class ComponentTelemetry:
         GenAI duration), and one less in flight; and the span attributes of the parts (run time to
         loop held). Made on first use, as observe() made the children."""
         key = (status, schedule_wait, queue_wait)
-        layout = self._layouts.get(key)
+        layout = self.layouts.get(key)
         if layout is None:
             metrics = self.metrics
             parts = [(metrics.component_run_time, semconv.RUN_TIME)]
@@ -293,7 +294,7 @@ class ComponentTelemetry:
             if self.genai_duration is not None:
                 histograms.append(self.genai_duration)
             kind = self.buffer.kind(tuple(histograms), self.ended)
-            layout = self._layouts[key] = (kind, tuple(key for _metric, key in parts))
+            layout = self.layouts[key] = (kind, tuple(key for _metric, key in parts))
         return layout
 
 
@@ -318,7 +319,7 @@ class PipelineRun:
         self.recording = span.is_recording()  # sampled or not, decided once for the whole run
         self.span_context = span.get_span_context()  # the parent of its executions' spans
         self.sampled = _sampled(span)
-        self.context = otel_context.set_value(RUN_KEY, self, trace.set_span_in_context(span, parent))
+        self.context = Context({**parent, SPAN_KEY: span, RUN_KEY: self})
         # Set once haystack's own tracer has asked for this run's pipeline span (see haystack_bridge).
         self.haystack_span_claimed = False
         # component name -> (perf_counter, time_ns or None when not recording) when haystack scheduled
@@ -330,7 +331,10 @@ class PipelineRun:
         self, name: str, instance: Any, mode: str, inputs: Mapping[str, Any] | None = None
     ) -> ComponentExecution:
         """Open the execution's span; it starts when the pipeline scheduled the component, if it did."""
-        component = self.telemetry.component(name, instance, mode)
+        # (This and ComponentExecution.finish run for every execution: they inline their lookups.)
+        component = self.telemetry.components.get((name, type(instance), mode))
+        if component is None:
+            component = self.telemetry.component(name, instance, mode)
         now = time.perf_counter()
         scheduled = self.scheduled.pop(name, None)
         start_ns = schedule_wait = None
@@ -339,21 +343,27 @@ class PipelineRun:
             schedule_wait = now - scheduled_at
         if self.recording:
             span = _start_span(
-                component.spans, component.span_name, self.context, self.span_context, component.attributes, start_ns
+                component.spans,
+                component.span_name,
+                self.context,
+                self.span_context,
+                component.attributes,
+                start_ns,
+                component.plain_attributes,
             )
             capture = content_capture()
             if capture.enabled and inputs is not None:
                 span.set_attributes(_content_attributes(semconv.COMPONENT_INPUT, inputs))
                 if component.genai is not None:
                     span.set_attributes(genai.input_attributes(component.genai, inputs, capture))
-            context, sampled = trace.set_span_in_context(span, self.context), _sampled(span)
+            recording, sampled = span.is_recording(), _sampled(span)
         else:
             # An unsampled run's executions are not sampled either: they share its non-recording
-            # span (already current in the run's context) instead of asking the sampler again.
-            span, context, sampled = self.span, self.context, self.sampled
-        component.buffer.add(component.started_record)
+            # span instead of asking the sampler again.
+            span, recording, sampled = self.span, False, self.sampled
+        component.append(component.started_record)
         execution = ComponentExecution(
-            component, span, context, sampled, scheduled[0] if scheduled else now, schedule_wait
+            component, span, recording, self.context, sampled, scheduled[0] if scheduled else now, schedule_wait
         )
         if start_ns is not None and schedule_wait is not None and schedule_wait > WAIT_SPAN_THRESHOLD:
             execution.wait_span(semconv.SCHEDULE_WAIT_SPAN, start_ns, start_ns + int(schedule_wait * 1e9))
@@ -383,6 +393,7 @@ class ComponentExecution:
         "haystack_span_claimed",
         "loop_held",
         "queue_wait",
+        "recording",
         "run_time",
         "sampled",
         "schedule_wait",
@@ -396,16 +407,18 @@ class ComponentExecution:
         self,
         component: ComponentTelemetry,
         span: Span,
-        context: otel_context.Context,
-        sampled: SpanContext | None,
+        recording: bool,
+        run_context: otel_context.Context,
+        sampled: ExemplarIds | None,
         started: float,
         schedule_wait: float | None,
     ) -> None:
-        """`context`: the run's context with `span` current in it; `sampled`: see `_sampled`."""
+        """`recording`: `span.is_recording()`; `run_context`: the run's context; `sampled`: see `_sampled`."""
         self._component = component
         self.span = span
+        self.recording = recording
         self.sampled = sampled
-        self.context = otel_context.set_value(EXECUTION_KEY, self, context)
+        self.context = Context({**run_context, SPAN_KEY: span, EXECUTION_KEY: self})
         self.haystack_span_claimed = False
         self.thread: threading.Thread | None = None
         self.worker_started: float | None = None  # perf_counter when a worker thread took it (thread mode)
@@ -417,7 +430,7 @@ class ComponentExecution:
         self.stall_frames: list[str] | None = None  # set by the loop watchdog when it caught this execution
 
     def exemplar(self) -> dict[str, str] | None:
-        return None if self.sampled is None else exemplar_labels(self.sampled)
+        return None if self.sampled is None else exemplar_labels_for(*self.sampled)
 
     def wait_span(self, name: str, start_ns: int, end_ns: int) -> None:
         """A child span covering a wait, so that it shows as a named bar in a waterfall."""
@@ -480,7 +493,7 @@ class ComponentExecution:
         self, visits: int | None, error: BaseException | None = None, outputs: Mapping[str, Any] | None = None
     ) -> None:
         elapsed = time.perf_counter() - self._started
-        status = status_of(error)
+        status = semconv.STATUS_OK if error is None else status_of(error)
         component = self._component
         schedule_wait, queue_wait = self.schedule_wait, self.queue_wait
         run_time = self.run_time if self.run_time is not None else elapsed - (schedule_wait or 0.0)
@@ -493,9 +506,9 @@ class ComponentExecution:
             seconds.append(queue_wait)
         if component.on_loop:
             seconds.append(self.loop_held)
-        kind, keys = component.layout(status, schedule_wait is not None, queue_wait is not None)
-        span = self.span
-        recording = span.is_recording()
+        layout_key = (status, schedule_wait is not None, queue_wait is not None)
+        kind, keys = component.layouts.get(layout_key) or component.layout(*layout_key)
+        recording = self.recording
         attributes: dict[str, AttributeValue] = {}
         if recording:
             attributes = dict(zip(keys, seconds))
@@ -507,14 +520,15 @@ class ComponentExecution:
         seconds.append(elapsed)
         if component.genai is not None:
             seconds.append(elapsed)
-        component.buffer.add(_record(kind, seconds, self.sampled))
+        sampled = self.sampled
+        component.buffer.add((kind, 0, 0, 0.0, *seconds) if sampled is None else _record(kind, seconds, sampled))
         other: dict[str, AttributeValue] = {}
         if component.genai is not None:
             other = self._record_genai(component, outputs)
         if recording:  # (ending a non-recording span does nothing)
             if outputs is not None and content_capture().enabled:
                 other.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
-            _end_span(span, status, error, attributes, other)
+            _end_span(self.span, status, error, attributes, other)
         # The context holds this execution (for current_execution()), a reference cycle: dropping it
         # frees the execution and its span now, not in a later run of the cyclic GC.
         self.context = _ENDED

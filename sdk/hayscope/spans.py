@@ -37,7 +37,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import AttributeValue
 
 # Hayscope's own attributes of one span: far below this, or the SDK decides what to drop.
@@ -68,25 +68,26 @@ class _TrustedAttributes(BoundedAttributes):
         self._lock = threading.Lock()  # its own: the SDK logs while holding it, and a log handler may set attributes
         self._immutable = False
 
-    def add_trusted(self, attributes: Mapping[str, AttributeValue]) -> None:
+    def add_trusted(self, attributes: Mapping[str, AttributeValue]) -> bool:
+        """Adds `attributes` unless they would not all fit or the span has ended (then: False)."""
         with self._lock:
             room = self.maxlen is None or len(self._dict) + len(attributes) <= self.maxlen
             if room and not self._immutable:
                 self._dict.update(attributes)
-                return
-        self._set_items(attributes)  # full (user attributes) or ended: the SDK's own rules
+                return True
+        return False
 
 
 class _LazyBoundedList(BoundedList):
     """The SDK's `BoundedList` of a span's events or links, with its deque and lock made on the first
-    append (most spans never get one): until then it reads as empty."""
+    append (most spans never get one): until then it reads as empty.
+
+    Made without a call to `__init__` (`_empty_list_type`): a subclass per `maxlen` holds it."""
 
     _dq: collections.deque[Any] = collections.deque()  # the stand-in while empty: never appended to
     _lock = _LIST_LOCK
+    _maxlen: int | None = None
     dropped = 0
-
-    def __init__(self, maxlen: int | None) -> None:
-        self._maxlen = maxlen
 
     def append(self, item: Any) -> None:
         self._own_deque()
@@ -109,13 +110,46 @@ class _LazyBoundedList(BoundedList):
                 self._dq = collections.deque(maxlen=self._maxlen)
 
 
+_LIST_TYPES: dict[int | None, type[_LazyBoundedList]] = {}
+
+
+def _empty_list_type(maxlen: int | None) -> type[_LazyBoundedList]:
+    """The type of empty event or link lists of at most `maxlen`: `list_type.__new__(list_type)` is one."""
+    list_type = _LIST_TYPES.get(maxlen)
+    if list_type is None:
+        list_type = _LIST_TYPES[maxlen] = type("_LazyBoundedList", (_LazyBoundedList,), {"_maxlen": maxlen})
+    return list_type
+
+
 def set_trusted_attributes(span: Span, attributes: Mapping[str, AttributeValue]) -> None:
-    """`span.set_attributes`, without cleaning plain values when `SpanStarter` made the span."""
+    """`span.set_attributes` on a recording span, without cleaning when `SpanStarter` made the span:
+    every value must be a plain string, number or boolean (hayscope's own attributes are)."""
     stored = getattr(span, "_attributes", None)
-    if type(stored) is _TrustedAttributes and span.is_recording() and _plain(attributes):
-        stored.add_trusted(attributes)
-    else:
-        span.set_attributes(attributes)
+    if type(stored) is not _TrustedAttributes or not stored.add_trusted(attributes):
+        span.set_attributes(attributes)  # full (user attributes) or ended: the SDK's own rules
+
+
+def _span_context_fields_by_property(span_context: SpanContext) -> tuple[Any, ...]:
+    return (
+        span_context.trace_id,
+        span_context.span_id,
+        span_context.is_remote,
+        span_context.trace_flags,
+        span_context.trace_state,
+        span_context.is_valid,
+    )
+
+
+def _span_context_fields_reader() -> Any:
+    """`tuple` when a `SpanContext` is the tuple of its fields (read without a property call each)."""
+    probe = SpanContext(0x1F, 0x2E, True, TraceFlags(1), TraceState([("k", "v")]))
+    if isinstance(probe, tuple) and tuple(probe) == _span_context_fields_by_property(probe):
+        return tuple
+    return _span_context_fields_by_property
+
+
+# span context -> (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)
+span_context_fields = _span_context_fields_reader()
 
 
 class SpanStarter:
@@ -125,6 +159,9 @@ class SpanStarter:
         self.tracer = tracer
         self._fields = _sdk_fields(tracer)
         self.fits = self._fields is not None
+        if self._fields is not None:
+            limits = self._fields["_limits"]
+            self._list_types = (_empty_list_type(limits.max_events), _empty_list_type(limits.max_links))
         self._sampler: Sampler | None = None
         self._samples_children = False
 
@@ -135,10 +172,12 @@ class SpanStarter:
         parent: SpanContext | None,
         attributes: Mapping[str, AttributeValue],
         start_time: int | None = None,
+        plain: bool | None = None,
     ) -> Span:
         """A span named `name` in `context`; `parent` is the span context of the span current in it
         (None: looked up). `attributes` must be valid attribute values; those that are not plain
-        strings, numbers or booleans are cleaned, as the SDK cleans them."""
+        strings, numbers or booleans are cleaned, as the SDK cleans them. `plain`: whether all of
+        them are (see `plain_values`), when the caller knows it already."""
         fields = self._fields
         tracer = self.tracer
         if fields is None or not tracer._is_enabled():  # type: ignore[attr-defined]
@@ -148,15 +187,16 @@ class SpanStarter:
         sampler = tracer.sampler  # type: ignore[attr-defined]
         if sampler is not self._sampler:
             self._sampler, self._samples_children = sampler, _samples_children_of_sampled_spans(sampler)
-        if parent.is_valid:
-            trace_id, random_trace_id = parent.trace_id, parent.trace_flags & _RANDOM_TRACE_ID
+        trace_id, _span_id, is_remote, parent_flags, parent_state, is_valid = span_context_fields(parent)
+        if is_valid:
+            random_trace_id = parent_flags & _RANDOM_TRACE_ID
         else:  # a root span
             parent = None
             ids = tracer.id_generator  # type: ignore[attr-defined]
             trace_id = ids.generate_trace_id()
             random_trace_id = _RANDOM_TRACE_ID if getattr(ids, "is_trace_id_random", bool)() else 0
-        if parent is not None and self._samples_children and parent.trace_flags.sampled and not parent.is_remote:
-            decision, trace_state, start_attributes = Decision.RECORD_AND_SAMPLE, parent.trace_state, attributes
+        if parent is not None and self._samples_children and parent_flags & TraceFlags.SAMPLED and not is_remote:
+            decision, trace_state, start_attributes = Decision.RECORD_AND_SAMPLE, parent_state, attributes
         else:
             sampling = sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes, ())
             decision, trace_state, start_attributes = sampling.decision, sampling.trace_state, sampling.attributes
@@ -174,14 +214,17 @@ class SpanStarter:
         state["_context"] = span_context
         state["_parent"] = parent
         state["_lock"] = threading.Lock()
-        if (start_attributes is attributes or start_attributes == attributes) and _plain(attributes):
+        if (start_attributes is attributes or start_attributes == attributes) and (
+            plain if plain is not None else plain_values(attributes)
+        ):
             state["_attributes"] = _TrustedAttributes(limits, attributes)
         else:  # the sampler's own, as the SDK takes them
             state["_attributes"] = BoundedAttributes(
                 limits.max_span_attributes, start_attributes, False, limits.max_span_attribute_length
             )
-        state["_events"] = _LazyBoundedList(limits.max_events)
-        state["_links"] = _LazyBoundedList(limits.max_links)
+        events, links = self._list_types
+        state["_events"] = events.__new__(events)
+        state["_links"] = links.__new__(links)
         if "_record_end_metrics" in fields:
             state["_record_end_metrics"] = end_metrics
         state["_start_time"] = start_time if start_time is not None else time.time_ns()
@@ -192,7 +235,7 @@ class SpanStarter:
 _PLAIN_TYPES = frozenset((str, int, float, bool))
 
 
-def _plain(attributes: Mapping[str, AttributeValue]) -> bool:
+def plain_values(attributes: Mapping[str, AttributeValue]) -> bool:
     """Whether every value is stored as it is: a plain string, number or boolean."""
     return _PLAIN_TYPES.issuperset(map(type, attributes.values()))
 
