@@ -389,3 +389,27 @@ def test_children_of_a_sampled_span_carry_its_trace_state_and_the_samplers_decis
         span.end(end_time=2)
     children = [comparable(span) for span in exporter.get_finished_spans() if span.name == "child"]
     assert len(children) in (0, 2) and (not children or children[0] == children[1])
+
+
+def test_attributes_said_not_plain_are_cleaned_as_the_sdk_cleans_them(sdk: tuple[trace.Tracer, Any]) -> None:
+    tracer, exporter = sdk
+    attributes = {**OWN, "user.list": [1, 2]}
+    span = SpanStarter(tracer).start("x", otel_context.Context(), None, attributes, plain=False)
+    span.end()
+    assert exporter.get_finished_spans()[-1].attributes["user.list"] == (1, 2)
+    assert hayscope_spans.plain_values(OWN) and not hayscope_spans.plain_values(attributes)
+
+
+@pytest.mark.parametrize(
+    "span_context",
+    [
+        trace.SpanContext(0xABC, 0xDEF, True, trace.TraceFlags(trace.TraceFlags.SAMPLED), TraceState([("v", "1")])),
+        trace.SpanContext(1, 2, False, trace.TraceFlags(trace.TraceFlags.DEFAULT)),
+        trace.INVALID_SPAN_CONTEXT,
+    ],
+    ids=["remote-sampled-with-state", "local-unsampled", "invalid"],
+)
+def test_span_context_fields_are_its_properties(span_context: trace.SpanContext) -> None:
+    by_property = hayscope_spans._span_context_fields_by_property(span_context)
+    assert hayscope_spans.span_context_fields(span_context) == by_property
+    assert by_property[5] == span_context.is_valid

@@ -1,25 +1,25 @@
 """The current OpenTelemetry context, read and swapped at the cost of one `ContextVar` call.
 
 OpenTelemetry's `context.get_current`, `attach` and `detach` each pass through two Python functions
-on their way to one `ContextVar`, and `trace.set_span_in_context` through two more to copy a
-`Context`; hayscope does each of these several times per component execution, on the hot path of
-every pipeline. With OpenTelemetry's default runtime context (contextvars) the functions here are
-that `ContextVar`'s own methods. With another runtime (`OTEL_PYTHON_CONTEXT`), or an API whose
-runtime is built otherwise, they are the API's functions. Either way they behave as the API's.
+on their way to one `ContextVar`; hayscope calls them for every component execution, on the hot
+path of every pipeline. With OpenTelemetry's default runtime context (contextvars) the functions
+here are that `ContextVar`'s own methods; with another runtime (`OTEL_PYTHON_CONTEXT`), or an API
+whose runtime is built otherwise, the API's functions. Either way they behave as the API's.
+`SPAN_KEY` is where `trace.set_span_in_context` puts the current span, for a context copy that
+sets it along with hayscope's own keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
-__all__ = ["SPAN_KEY", "attach", "detach", "get_current", "with_values"]
+__all__ = ["SPAN_KEY", "attach", "detach", "get_current"]
 
 
 def _runtime_variable() -> ContextVar[Context] | None:
@@ -54,8 +54,3 @@ else:
             _reset(token)
         except Exception:  # a token of another context: the API's detach fails the same way and logs it
             otel_context.detach(token)
-
-
-def with_values(context: Context, values: dict[str, Any]) -> Context:
-    """`context` with `values` added (`set_value` for several keys, in one copy)."""
-    return Context({**context, **values})
