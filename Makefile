@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench soak clean system-deps
+.PHONY: demo test bench bench-instructions soak clean system-deps
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ bench: $(INSTALLED)
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/bench_faults.py
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/gc_pressure.py
 	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/bench_overhead.py
+
+# CPU instructions per component execution under valgrind's callgrind: overhead ratios that the
+# machine's load cannot move (~15 minutes; --parts: what each part costs, ~8 minutes more).
+bench-instructions: $(INSTALLED)
+	@command -v valgrind >/dev/null 2>&1 || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind)
+	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/instructions.py
+	HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python benchmarks/instructions.py --parts
 
 # 100,000 runs at concurrency 200, every span exported: RSS, series, open spans, gauges (~6 min).
 soak: $(INSTALLED)
