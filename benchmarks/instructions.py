@@ -8,7 +8,9 @@ counted process, repeated counts agree within 0.2%. Each variant of bench_overhe
 process of its own under callgrind with instrumentation off; after 100 warm-up runs it is switched
 on (`callgrind_control -i on`) for K sequential runs and off again, and the spans queued meanwhile
 are flushed inside that window, so exporting them counts too. Every thread is counted: for
-`chain8-sync`, the workers'.
+`chain8-sync`, the workers'. The cyclic garbage collector is off inside the window (a full
+collection landing in it or not would move a count by 10% and more): gc_pressure.py measures what
+each variant leaves for it.
 
 `--parts` counts, instead, hayscope on `chain8-async` with one part left out at a time (the
 patches of profile_hayscope.py, and a no-op tracer provider for the spans): what each part costs.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import glob
 import json
 import os
@@ -91,10 +94,13 @@ async def _child(variant_name: str, workload_name: str, runs: int, part: str) ->
     with variant.active(), profile.patched(patches):
         await bench.run_sequential(pipeline, workload, WARM_UP_RUNS)
         variant.settle()
+        gc.collect()
+        gc.disable()  # whether a full collection lands in the window or not would swing the count
         _handshake("ready")
         await bench.run_sequential(pipeline, workload, runs)
         variant.settle()
         _handshake("done")
+        gc.enable()
     variant.shutdown()
 
 
