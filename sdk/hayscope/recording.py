@@ -509,9 +509,8 @@ class ComponentExecution:
         layout_key = (status, schedule_wait is not None, queue_wait is not None)
         kind, keys = component.layouts.get(layout_key) or component.layout(*layout_key)
         recording = self.recording
-        attributes: dict[str, AttributeValue] = {}
-        if recording:
-            attributes = dict(zip(keys, seconds))
+        if recording:  # (nothing is built for the span of an unsampled execution)
+            attributes: dict[str, AttributeValue] = dict(zip(keys, seconds))
             if visits is not None:
                 attributes[semconv.COMPONENT_VISITS] = visits
             if self.thread is not None:
@@ -522,12 +521,10 @@ class ComponentExecution:
             seconds.append(elapsed)
         sampled = self.sampled
         component.buffer.add((kind, 0, 0, 0.0, *seconds) if sampled is None else _record(kind, seconds, sampled))
-        other: dict[str, AttributeValue] = {}
-        if component.genai is not None:
-            other = self._record_genai(component, outputs)
+        other = self._record_genai(component, outputs) if component.genai is not None else None
         if recording:  # (ending a non-recording span does nothing)
             if outputs is not None and content_capture().enabled:
-                other.update(_content_attributes(semconv.COMPONENT_OUTPUT, outputs))
+                other = {**(other or {}), **_content_attributes(semconv.COMPONENT_OUTPUT, outputs)}
             _end_span(self.span, status, error, attributes, other)
         # The context holds this execution (for current_execution()), a reference cycle: dropping it
         # frees the execution and its span now, not in a later run of the cyclic GC.
