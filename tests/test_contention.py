@@ -138,9 +138,9 @@ async def test_a_thread_pool_too_small_shows_as_queue_wait_not_as_slow_component
     assert len(spans) == 18
     queue_waits = [attribute(s, "hayscope.component.queue_wait") for s in spans]
     run_times = [attribute(s, "hayscope.component.run_time") for s in spans]
-    assert statistics.median(queue_waits) >= 0.1
+    assert statistics.median(queue_waits) >= 0.1, queue_waits
     assert all(0.19 <= r < 0.4 for r in run_times), run_times
-    assert max(sleeper.busy_seen) == 6
+    assert max(sleeper.busy_seen) == 6, sleeper.busy_seen
     assert capture.sample("hayscope_executor_workers_max", executor="sized") == 6
     assert capture.sample("hayscope_executor_workers_busy", executor="sized") == 0
     assert capture.sample("hayscope_executor_queue_depth", executor="sized") == 0

@@ -519,8 +519,7 @@ class ComponentExecution:
         seconds.append(elapsed)
         if component.genai is not None:
             seconds.append(elapsed)
-        sampled = self.sampled
-        component.buffer.add((kind, 0, 0, 0.0, *seconds) if sampled is None else _record(kind, seconds, sampled))
+        component.buffer.add(_record(kind, seconds, self.sampled))
         other = self._record_genai(component, outputs) if component.genai is not None else None
         if recording:  # (ending a non-recording span does nothing)
             if outputs is not None and content_capture().enabled:
