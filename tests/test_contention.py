@@ -11,11 +11,12 @@ import time
 from typing import Any
 
 import pytest
-from haystack import component
+from haystack import Pipeline, component
 from haystack.components.joiners import ListJoiner
 from haystack.core.component.types import GreedyVariadic
 
-from hayscope import LoopLagMonitor
+import hayscope.pipeline as hayscope_pipeline
+from hayscope import LoopLagMonitor, TracedAsyncPipeline
 from hayscope.metrics import NO_COMPONENT
 from hayscope.testing import TelemetryCapture
 
@@ -153,7 +154,12 @@ async def test_a_thread_pool_too_small_shows_as_queue_wait_not_as_slow_component
     assert {s.parent.span_id for s in queued} <= {s.context.span_id for s in spans}
 
 
-async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture):
+@pytest.mark.parametrize("hook", ["arguments by name", "any arguments"])
+async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture, monkeypatch, hook):
+    if hook == "any arguments":  # what a haystack whose _schedule_component takes other arguments gets
+        monkeypatch.setattr(
+            TracedAsyncPipeline, "_schedule_component", hayscope_pipeline._schedule_component_any_arguments
+        )
     pipeline = capture.pipeline(name="fan")
     pipeline.add_component("source", AwaitingAsync(0))
     pipeline.add_component("join", ListJoiner(list_type_=list[int]))
@@ -175,6 +181,21 @@ async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture):
     assert waits[1] < 0.1  # two start at once
     assert waits[2] >= 0.15 and waits[4] >= 0.3  # the rest wait their turn, two by two
     assert len([s for s in capture.spans() if s.name == "waiting to start"]) >= 4
+
+
+def test_the_schedule_hook_passes_haystacks_own_arguments_by_name():
+    # On the haystack installed, the hook that names every argument (no dict built per execution).
+    haystack_parameters = hayscope_pipeline._keyword_only_parameters(Pipeline._schedule_component)
+    assert haystack_parameters is not None and "component_name" in haystack_parameters
+    assert hayscope_pipeline._keyword_only_parameters(TracedAsyncPipeline._schedule_component) == haystack_parameters
+    assert TracedAsyncPipeline._schedule_component is not hayscope_pipeline._schedule_component_any_arguments
+
+    def positional(self, component_name, inputs): ...
+
+    def renamed(self, *, component_name, inputs, new_argument=None): ...
+
+    assert hayscope_pipeline._keyword_only_parameters(positional) is None
+    assert hayscope_pipeline._keyword_only_parameters(renamed) == ("component_name", "inputs", "new_argument")
 
 
 @component
