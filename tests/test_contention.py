@@ -323,3 +323,18 @@ def test_the_stand_in_for_a_sync_component_can_be_copied():
     stand_in = offloaded({"instance": instance}, execution=None, executor=None)["instance"]  # type: ignore[arg-type]
     assert isinstance(stand_in, SyncAdd) and type(stand_in).__name__ == "SyncAdd"
     assert copy.copy(stand_in).__class__ is SyncAdd
+
+
+def test_the_stand_in_has_the_components_sockets_and_forwards_the_rest():
+    from components import SyncAdd
+    from hayscope.offload import offloaded
+
+    instance = SyncAdd(1)
+    instance.extra = "an attribute of the instance"
+    stand_in = offloaded({"instance": instance}, execution=None, executor=None)["instance"]  # type: ignore[arg-type]
+    # haystack reads the sockets for every execution's span tags: the component's own objects
+    assert stand_in.__haystack_input__ is instance.__haystack_input__
+    assert stand_in.__haystack_output__ is instance.__haystack_output__
+    assert stand_in.extra == "an attribute of the instance"
+    with pytest.raises(AttributeError, match="no_such_attribute"):
+        stand_in.no_such_attribute  # noqa: B018

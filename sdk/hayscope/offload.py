@@ -27,12 +27,19 @@ from hayscope.recording import WAIT_SPAN_THRESHOLD, ComponentExecution
 class _Offloaded:
     """Passes for a sync component in haystack's async path; its `run_async` runs `run` in a worker."""
 
-    __slots__ = ("_execution", "_executor", "_instance")
+    # The sockets too, copied: haystack reads them on every execution (for its span's tags), and a
+    # read that misses the slots and ends in `__getattr__` costs several times a slot's.
+    __slots__ = ("__haystack_input__", "__haystack_output__", "_execution", "_executor", "_instance")
 
     def __init__(self, instance: Any, execution: ComponentExecution, executor: ExecutorState) -> None:
         self._instance = instance
         self._execution = execution
         self._executor = executor
+        try:  # (every @component instance has them)
+            self.__haystack_input__ = instance.__haystack_input__
+            self.__haystack_output__ = instance.__haystack_output__
+        except AttributeError:
+            pass
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # what isinstance() and haystack's error messages see
