@@ -203,8 +203,7 @@ class TracedAsyncPipeline(Pipeline):
         run: PipelineRun | None = active_context.get_current().get(RUN_KEY)
         if run is not None:
             run.scheduled[component_name] = (time.perf_counter(), time.time_ns() if run.recording else None)
-        Pipeline._schedule_component(
-            self,
+        super()._schedule_component(
             component_name=component_name,
             inputs=inputs,
             pipeline_outputs=pipeline_outputs,
@@ -392,7 +391,7 @@ def _schedule_component_any_arguments(self: TracedAsyncPipeline, **kwargs: Any) 
     run = current_run()
     if run is not None:
         run.scheduled_now(kwargs["component_name"])
-    Pipeline._schedule_component(self, **kwargs)
+    super(TracedAsyncPipeline, self)._schedule_component(**kwargs)
 
 
 def _keyword_only_parameters(method: Any) -> tuple[str, ...] | None:
