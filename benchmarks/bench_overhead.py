@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from prometheus_client import CollectorRegistry
 
+import hayscope.pipeline as hayscope_pipeline
 from hayscope import TracedAsyncPipeline
 
 # --------------------------------------------------------------------------------------------------
@@ -170,6 +171,7 @@ class Variant:
     hayscope: bool = False  # TracedAsyncPipeline instead of haystack.Pipeline
     haystack_tracer: bool = False  # opentelemetry-haystack's tracer enabled while this variant runs
     sampler: Sampler = ALWAYS_ON
+    time_breakdown: bool = True  # False: hayscope without its loop-held timing and schedule-wait hook
     exporter: DroppingExporter = field(default_factory=DroppingExporter)
     provider: TracerProvider | None = field(init=False, default=None)
     registry: CollectorRegistry | None = field(init=False, default=None)
@@ -198,7 +200,8 @@ class Variant:
             assert self.provider is not None
             tracing.enable_tracing(OpenTelemetryTracer(self.provider.get_tracer("haystack")))
         try:
-            yield
+            with contextlib.nullcontext() if self.time_breakdown else without_time_breakdown():
+                yield
         finally:
             tracing.disable_tracing()
 
@@ -213,14 +216,35 @@ class Variant:
             self.provider.shutdown()
 
 
+@contextlib.contextmanager
+def without_time_breakdown() -> Iterator[None]:
+    """hayscope as it was before the time breakdown: no loop-held timing of async components and no
+    schedule-wait hook (so no schedule-wait sample or attribute either; the loop-held histogram still
+    gets its zero). Patched for this benchmark only, and only while the variant's block runs."""
+    timer, hook = hayscope_pipeline.timed_on_loop, TracedAsyncPipeline.__dict__["_schedule_component"]
+    hayscope_pipeline.timed_on_loop = lambda coroutine, execution: coroutine  # type: ignore[assignment]
+    TracedAsyncPipeline._schedule_component = Pipeline._schedule_component  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        hayscope_pipeline.timed_on_loop = timer
+        TracedAsyncPipeline._schedule_component = hook  # type: ignore[method-assign]
+
+
 def one_percent() -> Sampler:
     return ParentBased(TraceIdRatioBased(0.01))
+
+
+NO_BREAKDOWN = "hayscope-no-breakdown"
+# What the time breakdown may add per component (µs) over hayscope without it, in the same run.
+BREAKDOWN_BUDGET_US = 5.0
 
 
 def timed_variants() -> list[Variant]:
     return [
         Variant("bare"),
         Variant("hayscope", hayscope=True),
+        Variant(NO_BREAKDOWN, hayscope=True, time_breakdown=False),
         Variant("hayscope-1pct", hayscope=True, sampler=one_percent()),
         Variant("otel-haystack", haystack_tracer=True),
     ]
@@ -545,10 +569,27 @@ def machine() -> dict[str, Any]:
     }
 
 
-def targets(rows: Sequence[Row], ratios: dict[str, OverheadRatio], memory: MemoryResult) -> list[Target]:
+def breakdown_cost(per_round_us: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Per workload, µs per component the time breakdown adds: the median over rounds of hayscope's
+    sequential run time less hayscope-no-breakdown's (measured next to each other in every round)."""
+    workloads = {workload.name: workload for workload in WORKLOADS}
+    return {
+        name: statistics.median(
+            (h - n) / workloads[name].components for h, n in zip(us["hayscope"], us[NO_BREAKDOWN])
+        )
+        for name, us in per_round_us.items()
+    }
+
+
+def targets(
+    rows: Sequence[Row], ratios: dict[str, OverheadRatio], breakdown: dict[str, float], memory: MemoryResult
+) -> list[Target]:
     found: list[Target] = []
     for workload, ratio in ratios.items():
         found.append(Target(f"{workload}: overhead hayscope / otel-haystack", ratio.of_medians, 0.5, False))
+    for workload, cost in breakdown.items():
+        found.append(Target(f"{workload}: time breakdown, µs/component over {NO_BREAKDOWN}", cost,
+                            BREAKDOWN_BUDGET_US, False))  # fmt: skip
     floors = {"hayscope": 0.75, "hayscope-1pct": 0.95}
     for row in rows:
         if row.variant in floors and row.throughput_vs_bare is not None:
@@ -625,7 +666,8 @@ async def main_async(params: Params) -> Report:
     memory = await measure_memory(hayscope, CHAIN_ASYNC, params.memory_warmup_runs, params.memory_runs)
     for variant in variants:
         variant.shutdown()
-    return Report(info, dataclasses.asdict(params), rows, ratios, checks, memory, targets(rows, ratios, memory))
+    found = targets(rows, ratios, breakdown_cost(per_round_us), memory)
+    return Report(info, dataclasses.asdict(params), rows, ratios, checks, memory, found)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
