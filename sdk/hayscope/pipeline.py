@@ -2,7 +2,9 @@
 
 It delegates everything to haystack. It overrides only the entry points (`run`, `run_async_generator`,
 which `run_async` and `stream` go through) to open the run's span, and the two methods haystack calls
-to execute one component (`_run_component_async`, `_run_component`) to open the component's span.
+to execute one component (`_run_component_async`, `_run_component`) to open the component's span,
+and the two with which it decides to run one (`_schedule_component`, `_run_component_in_isolation`)
+to start the component's schedule wait.
 """
 
 from __future__ import annotations
