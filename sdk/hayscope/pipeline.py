@@ -398,13 +398,15 @@ def _schedule_component_any_arguments(self: TracedAsyncPipeline, **kwargs: Any) 
 
 def _keyword_only_parameters(method: Any) -> tuple[str, ...] | None:
     """The names of `method`'s parameters after `self` when all of them are keyword-only, else None."""
+    if method is None:
+        return None
     parameters = list(inspect.signature(method).parameters.values())[1:]
     if all(parameter.kind is inspect.Parameter.KEYWORD_ONLY for parameter in parameters):
         return tuple(parameter.name for parameter in parameters)
     return None
 
 
-if _keyword_only_parameters(Pipeline._schedule_component) != _keyword_only_parameters(
+if _keyword_only_parameters(getattr(Pipeline, "_schedule_component", None)) != _keyword_only_parameters(
     TracedAsyncPipeline._schedule_component
 ):
     TracedAsyncPipeline._schedule_component = _schedule_component_any_arguments  # type: ignore[method-assign]
