@@ -204,7 +204,7 @@ class TracedAsyncPipeline(Pipeline):
         # current_run() and run.scheduled_now() are inlined: this runs for every execution.
         run: PipelineRun | None = active_context.get_current().get(RUN_KEY)
         if run is not None:
-            run.scheduled[component_name] = (time.perf_counter(), time.time_ns() if run.recording else None)
+            run.scheduled[component_name] = time.perf_counter()
         super()._schedule_component(
             component_name=component_name,
             inputs=inputs,

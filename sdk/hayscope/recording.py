@@ -322,9 +322,8 @@ class PipelineRun:
         self.context = Context({**parent, SPAN_KEY: span, RUN_KEY: self})
         # Set once haystack's own tracer has asked for this run's pipeline span (see haystack_bridge).
         self.haystack_span_claimed = False
-        # component name -> (perf_counter, time_ns or None when not recording) when haystack scheduled
-        # it; popped when it starts
-        self.scheduled: dict[str, tuple[float, int | None]] = {}
+        # component name -> perf_counter when haystack scheduled it; popped when it starts
+        self.scheduled: dict[str, float] = {}
         self._started = time.perf_counter()
 
     def start_component(
@@ -336,12 +335,12 @@ class PipelineRun:
         if component is None:
             component = self.telemetry.component(name, instance, mode)
         now = time.perf_counter()
-        scheduled = self.scheduled.pop(name, None)
-        start_ns = schedule_wait = None
-        if scheduled is not None:
-            scheduled_at, start_ns = scheduled
-            schedule_wait = now - scheduled_at
+        scheduled_at = self.scheduled.pop(name, None)
+        schedule_wait = None if scheduled_at is None else now - scheduled_at
+        start_ns = None
         if self.recording:
+            if schedule_wait is not None:  # the span starts when the component was scheduled
+                start_ns = time.time_ns() - int(schedule_wait * 1e9)
             span = _start_span(
                 component.spans,
                 component.span_name,
@@ -362,17 +361,15 @@ class PipelineRun:
             # span instead of asking the sampler again.
             span, recording, sampled = self.span, False, self.sampled
         component.append(component.started_record)
-        execution = ComponentExecution(
-            component, span, recording, self.context, sampled, scheduled[0] if scheduled else now, schedule_wait
-        )
+        started = now if scheduled_at is None else scheduled_at
+        execution = ComponentExecution(component, span, recording, self.context, sampled, started, schedule_wait)
         if start_ns is not None and schedule_wait is not None and schedule_wait > WAIT_SPAN_THRESHOLD:
             execution.wait_span(semconv.SCHEDULE_WAIT_SPAN, start_ns, start_ns + int(schedule_wait * 1e9))
         return execution
 
     def scheduled_now(self, name: str) -> None:
         """The pipeline has just decided to run `name` (haystack's _schedule_component)."""
-        # the wall clock only for a span's start time
-        self.scheduled[name] = (time.perf_counter(), time.time_ns() if self.recording else None)
+        self.scheduled[name] = time.perf_counter()
 
     def finish(self, error: BaseException | None = None, outputs: Any = None) -> None:
         self.telemetry.end_run(self.span, self._started, error, outputs)
