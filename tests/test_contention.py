@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from haystack import Pipeline, component
+from haystack import Pipeline, SuperComponent, component
 from haystack.components.joiners import ListJoiner
 from haystack.core.component.types import GreedyVariadic
 
@@ -128,6 +128,27 @@ async def test_the_blocking_coroutine_is_named_and_no_other_component_is_blamed(
             assert attribute(span, "hayscope.component.loop_held") < 0.05
 
 
+async def test_a_component_blocking_inside_a_super_component_is_named_not_the_super_component(capture):
+    inner = capture.pipeline(name="inner")
+    inner.add_component("parse", BlockingAsync(0.3))
+    outer = capture.pipeline(name="outer")
+    outer.add_component("fetch", AwaitingAsync(0.05))
+    outer.add_component("wrapped", SuperComponent(pipeline=inner))
+    outer.connect("fetch.value", "wrapped.value")
+
+    async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.1):
+        assert await outer.run_async({"fetch": {"value": 1}}) == {"wrapped": {"value": 1}}
+
+    assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="inner", component="parse") >= 0.25
+    assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="outer", component="wrapped")
+    (parse,) = capture.spans_named("haystack.component.run parse")
+    (event,) = [e for e in parse.events if e.name == "event_loop.blocked"]
+    frames = event.attributes["event_loop.blocked.frames"]
+    assert frames and frames[0].startswith(f"{__file__}:") and frames[0].endswith(" run_async")
+    (wrapped,) = capture.spans_named("haystack.component.run wrapped")
+    assert not [e for e in wrapped.events if e.name == "event_loop.blocked"]
+
+
 async def test_a_thread_pool_too_small_shows_as_queue_wait_not_as_slow_components(capture):
     sleeper = SleepingSync(0.2, capture, executor="sized")
     pipeline = capture.pipeline(name="sized", max_workers=6)
@@ -181,6 +202,40 @@ async def test_concurrency_limit_throttling_shows_as_schedule_wait(capture, monk
     assert waits[1] < 0.1  # two start at once
     assert waits[2] >= 0.15 and waits[4] >= 0.3  # the rest wait their turn, two by two
     assert len([s for s in capture.spans() if s.name == "waiting to start"]) >= 4
+
+
+class SchedulingSeen(Pipeline):
+    """A user's mixin that follows TracedAsyncPipeline in the MRO and wants every scheduling call."""
+
+    def _schedule_component(self, **kwargs: Any) -> None:
+        self.scheduled_seen.append(kwargs["component_name"])
+        super()._schedule_component(**kwargs)
+
+
+@pytest.mark.parametrize("hook", ["arguments by name", "any arguments"])
+async def test_the_schedule_hook_calls_what_follows_it_in_the_mro(capture, monkeypatch, hook):
+    if hook == "any arguments":
+        monkeypatch.setattr(
+            TracedAsyncPipeline, "_schedule_component", hayscope_pipeline._schedule_component_any_arguments
+        )
+
+    class Mixed(TracedAsyncPipeline, SchedulingSeen):
+        pass
+
+    assert TracedAsyncPipeline._next_schedule_component is Pipeline._schedule_component
+    assert Mixed._next_schedule_component is SchedulingSeen._schedule_component
+    pipeline = Mixed(name="mixed", **capture.pipeline_kwargs)
+    pipeline.scheduled_seen = []
+    pipeline.add_component("first", AwaitingAsync(0))
+    pipeline.add_component("second", AwaitingAsync(0))
+    pipeline.connect("first.value", "second.value")
+
+    assert await pipeline.run_async({"first": {"value": 7}}) == {"second": {"value": 7}}
+
+    assert pipeline.scheduled_seen == ["first", "second"]
+    spans = [s for s in capture.spans() if s.name.startswith("haystack.component.run")]
+    assert sorted(s.attributes["haystack.component.name"] for s in spans) == ["first", "second"]
+    assert all(0 <= attribute(s, "hayscope.component.schedule_wait") < 0.1 for s in spans)
 
 
 def test_the_schedule_hook_passes_haystacks_own_arguments_by_name():
