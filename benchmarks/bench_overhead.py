@@ -2,10 +2,12 @@
 
     python benchmarks/bench_overhead.py [--quick] [--json out.json]
 
-Every variant runs in this one process and one event loop, interleaved within each round (the order
-rotates from round to round), so drift on a shared, noisy machine hits all variants alike. Overheads
-and throughput ratios are computed per round against that round's `bare` figure, then summarised as
-median and min–max over rounds. See benchmarks/README.md for what each variant and workload is.
+Every variant runs in this one process and one event loop. Sequential runs alternate between the
+variants run by run, and each concurrent block of one variant is measured right next to a `bare`
+block, so that the host's slow phases (seconds long here, up to 2x slower) hit every variant alike.
+Overheads are medians over a round's cycles of a run less the `bare` run of the same cycle; they and
+the throughput ratios are summarised as median and min–max over rounds. See benchmarks/README.md for
+what each variant and workload is.
 """
 
 import argparse
@@ -185,9 +187,8 @@ class Variant:
 
     def build(self, workload: Workload) -> Pipeline:
         if self.hayscope:
-            pipeline: Pipeline = TracedAsyncPipeline(
-                name=workload.name, tracer_provider=self.provider, registry=self.registry
-            )
+            traced = TracedAsyncPipeline if self.time_breakdown else WithoutScheduleHook
+            pipeline: Pipeline = traced(name=workload.name, tracer_provider=self.provider, registry=self.registry)
         else:
             pipeline = Pipeline()
         workload.populate(pipeline)
@@ -200,7 +201,7 @@ class Variant:
             assert self.provider is not None
             tracing.enable_tracing(OpenTelemetryTracer(self.provider.get_tracer("haystack")))
         try:
-            with contextlib.nullcontext() if self.time_breakdown else without_time_breakdown():
+            with contextlib.nullcontext() if self.time_breakdown else without_loop_held_timing():
                 yield
         finally:
             tracing.disable_tracing()
@@ -216,19 +217,26 @@ class Variant:
             self.provider.shutdown()
 
 
+class WithoutScheduleHook(TracedAsyncPipeline):
+    """hayscope without its schedule-wait hook: haystack's own method, so no schedule-wait sample or
+    attribute. A class of its own rather than a patch while the variant runs: assigning a class
+    attribute invalidates the interpreter's caches for that class, which the next runs of every
+    hayscope variant would pay for, every cycle."""
+
+    _schedule_component = Pipeline._schedule_component  # type: ignore[assignment]
+
+
 @contextlib.contextmanager
-def without_time_breakdown() -> Iterator[None]:
-    """hayscope as it was before the time breakdown: no loop-held timing of async components and no
-    schedule-wait hook (so no schedule-wait sample or attribute either; the loop-held histogram still
-    gets its zero). Patched for this benchmark only, and only while the variant's block runs."""
-    timer, hook = hayscope_pipeline.timed_on_loop, TracedAsyncPipeline.__dict__["_schedule_component"]
+def without_loop_held_timing() -> Iterator[None]:
+    """No loop-held timing of async components (the loop-held histogram still gets its zero), for
+    this benchmark only and only while the no-breakdown variant runs: a module global, read on every
+    execution, so swapping it leaves every cache alone."""
+    timer = hayscope_pipeline.timed_on_loop
     hayscope_pipeline.timed_on_loop = lambda coroutine, execution: coroutine  # type: ignore[assignment]
-    TracedAsyncPipeline._schedule_component = Pipeline._schedule_component  # type: ignore[method-assign]
     try:
         yield
     finally:
         hayscope_pipeline.timed_on_loop = timer
-        TracedAsyncPipeline._schedule_component = hook  # type: ignore[method-assign]
 
 
 def one_percent() -> Sampler:
@@ -370,22 +378,54 @@ def rotated(items: Sequence[Variant], round_index: int) -> list[Variant]:
     return [*items[shift:], *items[:shift]]
 
 
-async def interleaved_rounds(
-    variants: Sequence[Variant],
-    pipelines: dict[str, Pipeline],
-    measure: Callable[[Pipeline], Any],
-    rounds: int,
-    spans: collections.Counter[str],
+async def alternating_runs(
+    variants: Sequence[Variant], pipelines: dict[str, Pipeline], workload: Workload, cycles: int
 ) -> dict[str, list[float]]:
-    """Per variant, one `measure(pipeline)` figure per round; variants interleaved, order rotating."""
-    figures: dict[str, list[float]] = {variant.name: [] for variant in variants}
-    for round_index in range(rounds):
-        for variant in rotated(variants, round_index):
-            gc.collect()
+    """Seconds of each sequential run per variant: `cycles` cycles of one run of every variant.
+
+    The host's slow phases on this machine last up to seconds and slow every run down by up to 2x.
+    Variants alternating run by run (order rotating from cycle to cycle) meet the same phases, so a
+    variant's run is compared with the other variants' runs of the same cycle, milliseconds apart.
+    """
+    seconds: dict[str, list[float]] = {variant.name: [] for variant in variants}
+    for cycle in range(cycles):
+        for variant in rotated(variants, cycle):
+            pipeline = pipelines[variant.name]
             with variant.active():
-                figures[variant.name].append(await measure(pipelines[variant.name]))
-            spans[variant.name] += variant.settle()
-    return figures
+                start = time.perf_counter()
+                await pipeline.run_async(workload.data())
+                seconds[variant.name].append(time.perf_counter() - start)
+    return seconds
+
+
+def paired_us_per_component(seconds: dict[str, list[float]], name: str, baseline: str, components: int) -> float:
+    """Median over cycles of `name`'s run less `baseline`'s run of the same cycle, µs per component."""
+    return statistics.median((a - b) * 1e6 / components for a, b in zip(seconds[name], seconds[baseline]))
+
+
+async def paired_throughput(
+    variants: Sequence[Variant], pipelines: dict[str, Pipeline], workload: Workload, params: "Params",
+    spans: collections.Counter[str],
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:  # fmt: skip
+    """Runs per second of every block per variant, and each variant's throughput over the `bare`
+    block measured right next to it (before it in even rounds, after it in odd ones)."""
+    figures: dict[str, list[float]] = {variant.name: [] for variant in variants}
+    vs_bare: dict[str, list[float]] = {variant.name: [] for variant in variants if variant.name != "bare"}
+    bare = next(variant for variant in variants if variant.name == "bare")
+    for round_index in range(params.rounds):
+        for variant in rotated([v for v in variants if v is not bare], round_index):
+            pair = (bare, variant) if round_index % 2 == 0 else (variant, bare)
+            measured = {}
+            for member in pair:
+                gc.collect()
+                with member.active():
+                    measured[member.name] = await run_concurrent(
+                        pipelines[member.name], workload, params.concurrent_runs
+                    )
+                spans[member.name] += member.settle()
+                figures[member.name].append(measured[member.name])
+            vs_bare[variant.name].append(measured[variant.name] / measured["bare"])
+    return figures, vs_bare
 
 
 async def warm_up(variants: Sequence[Variant], pipelines: dict[str, Pipeline], workload: Workload, runs: int) -> None:
@@ -395,54 +435,62 @@ async def warm_up(variants: Sequence[Variant], pipelines: dict[str, Pipeline], w
         variant.settle()
 
 
+# Per round of sequential runs, each variant's run times in seconds (see `alternating_runs`).
+SequentialRound = dict[str, list[float]]
+
+
 async def bench_workload(
     variants: Sequence[Variant], workload: Workload, params: "Params"
-) -> tuple[list[Row], dict[str, list[float]]]:
-    """Rows per variant, and the sequential µs per run of each variant in each round."""
+) -> tuple[list[Row], list[SequentialRound]]:
+    """Rows per variant, and the sequential run times of every round."""
     pipelines = {variant.name: variant.build(workload) for variant in variants}
     await warm_up(variants, pipelines, workload, params.warmup_runs)
     sequential_spans: collections.Counter[str] = collections.Counter()
     concurrent_spans: collections.Counter[str] = collections.Counter()
 
-    async def sequential(pipeline: Pipeline) -> float:
-        return await run_sequential(pipeline, workload, params.sequential_runs) * 1e6
+    sequential: list[SequentialRound] = []
+    for _ in range(params.rounds):
+        gc.collect()
+        sequential.append(await alternating_runs(variants, pipelines, workload, params.sequential_runs))
+        for variant in variants:  # queued spans exported outside the timing
+            sequential_spans[variant.name] += variant.settle()
+    throughput, vs_bare = await paired_throughput(variants, pipelines, workload, params, concurrent_spans)
 
-    async def concurrent(pipeline: Pipeline) -> float:
-        return await run_concurrent(pipeline, workload, params.concurrent_runs)
-
-    run_us = await interleaved_rounds(variants, pipelines, sequential, params.rounds, sequential_spans)
-    throughput = await interleaved_rounds(variants, pipelines, concurrent, params.rounds, concurrent_spans)
-
-    bare_us, bare_tp = run_us["bare"], throughput["bare"]
     rows = []
     for variant in variants:
-        us, tp = run_us[variant.name], throughput[variant.name]
         is_bare = variant.name == "bare"
-        overhead = [(v - b) / workload.components for v, b in zip(us, bare_us)]
-        ratio = [v / b for v, b in zip(tp, bare_tp)]
+        overhead = [
+            paired_us_per_component(seconds, variant.name, "bare", workload.components) for seconds in sequential
+        ]
         rows.append(
             Row(
                 workload=workload.name,
                 variant=variant.name,
                 components=workload.components,
-                run_us=Stat.of(us),
+                run_us=Stat.of([statistics.median(seconds[variant.name]) * 1e6 for seconds in sequential]),
                 overhead_us_per_component=None if is_bare else Stat.of(overhead),
-                throughput_runs_per_s=Stat.of(tp),
-                throughput_vs_bare=None if is_bare else Stat.of(ratio),
+                throughput_runs_per_s=Stat.of(throughput[variant.name]),
+                throughput_vs_bare=None if is_bare else Stat.of(vs_bare[variant.name]),
                 spans_per_run_sequential=sequential_spans[variant.name] / (params.rounds * params.sequential_runs),
-                spans_per_run_concurrent=concurrent_spans[variant.name] / (params.rounds * params.concurrent_runs),
+                spans_per_run_concurrent=concurrent_spans[variant.name]
+                / (len(throughput[variant.name]) * params.concurrent_runs),
             )
         )
-    return rows, run_us
+    return rows, sequential
 
 
-def overhead_ratio(rows: Sequence[Row], per_round_us: dict[str, dict[str, list[float]]], workload: str) -> OverheadRatio:
-    by_variant = {row.variant: row.overhead_us_per_component for row in rows if row.workload == workload}
+def overhead_ratio(rows: Sequence[Row], sequential: list[SequentialRound], workload: Workload) -> OverheadRatio:
+    by_variant = {row.variant: row.overhead_us_per_component for row in rows if row.workload == workload.name}
     ours, theirs = by_variant["hayscope"], by_variant["otel-haystack"]
     assert ours is not None and theirs is not None
-    us = per_round_us[workload]
-    rounds = [(h - b) / (o - b) for h, o, b in zip(us["hayscope"], us["otel-haystack"], us["bare"]) if o != b]
-    return OverheadRatio(ours.median / theirs.median, Stat.of(rounds))
+    per_round = []
+    for seconds in sequential:
+        theirs_in_round = paired_us_per_component(seconds, "otel-haystack", "bare", workload.components)
+        if theirs_in_round:
+            per_round.append(
+                paired_us_per_component(seconds, "hayscope", "bare", workload.components) / theirs_in_round
+            )
+    return OverheadRatio(ours.median / theirs.median, Stat.of(per_round))
 
 
 async def check_spans(variant: Variant, workload: Workload, runs: int, expected: str) -> SpanCheck:
@@ -454,7 +502,9 @@ async def check_spans(variant: Variant, workload: Workload, runs: int, expected:
     counted.shutdown()
     assert isinstance(counted.exporter, CountingExporter)
     per_run = {f"{scope}/{kind}": count / runs for (scope, kind), count in sorted(counted.exporter.by_kind.items())}
-    return SpanCheck(variant.name, workload.name, runs, per_run, expected, ok=_spans_as_expected(variant, workload, per_run))
+    return SpanCheck(
+        variant.name, workload.name, runs, per_run, expected, ok=_spans_as_expected(variant, workload, per_run)
+    )
 
 
 def _spans_as_expected(variant: Variant, workload: Workload, per_run: dict[str, float]) -> bool:
@@ -569,15 +619,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-def breakdown_cost(per_round_us: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+def breakdown_cost(sequential: dict[str, list[SequentialRound]]) -> dict[str, float]:
     """Per workload, µs per component the time breakdown adds: the median over rounds of hayscope's
-    sequential run time less hayscope-no-breakdown's (measured next to each other in every round)."""
+    runs less hayscope-no-breakdown's runs of the same cycles."""
     workloads = {workload.name: workload for workload in WORKLOADS}
     return {
         name: statistics.median(
-            (h - n) / workloads[name].components for h, n in zip(us["hayscope"], us[NO_BREAKDOWN])
+            paired_us_per_component(seconds, "hayscope", NO_BREAKDOWN, workloads[name].components) for seconds in rounds
         )
-        for name, us in per_round_us.items()
+        for name, rounds in sequential.items()
     }
 
 
@@ -594,8 +644,12 @@ def targets(
     for row in rows:
         if row.variant in floors and row.throughput_vs_bare is not None:
             found.append(
-                Target(f"{row.workload}: throughput {row.variant} / bare", row.throughput_vs_bare.median,
-                       floors[row.variant], True)  # fmt: skip
+                Target(
+                    f"{row.workload}: throughput {row.variant} / bare",
+                    row.throughput_vs_bare.median,
+                    floors[row.variant],
+                    True,
+                )  # fmt: skip
             )
     found.append(Target(f"{memory.workload}: RSS growth of {memory.variant} over {memory.runs:,} runs (MB)",
                         memory.growth_mb, 10.0, False))  # fmt: skip
@@ -631,7 +685,9 @@ def markdown(report: Report) -> str:
               "| workload | variant | spans per run | expected | ok |", "|---|---|---|---|---|"]  # fmt: skip
     for check in report.span_checks:
         found = ", ".join(f"{key} {value:g}" for key, value in check.spans_per_run.items()) or "none"
-        lines.append(f"| {check.workload} | {check.variant} | {found} | {check.expected} | {'yes' if check.ok else 'NO'} |")
+        lines.append(
+            f"| {check.workload} | {check.variant} | {found} | {check.expected} | {'yes' if check.ok else 'NO'} |"
+        )
     memory = report.memory
     samples = ", ".join(f"{done // 1000}k: {mb:.1f}" for done, mb in memory.samples_mb)
     lines += [
@@ -654,19 +710,19 @@ async def main_async(params: Params) -> Report:
 
     variants = timed_variants()
     rows: list[Row] = []
-    per_round_us: dict[str, dict[str, list[float]]] = {}
+    sequential: dict[str, list[SequentialRound]] = {}
     for workload in WORKLOADS:
         log(f"timing {workload.name}")
-        workload_rows, per_round_us[workload.name] = await bench_workload(variants, workload, params)
+        workload_rows, sequential[workload.name] = await bench_workload(variants, workload, params)
         rows += workload_rows
-    ratios = {workload.name: overhead_ratio(rows, per_round_us, workload.name) for workload in WORKLOADS}
+    ratios = {workload.name: overhead_ratio(rows, sequential[workload.name], workload) for workload in WORKLOADS}
 
     log(f"memory: {params.memory_runs:,} runs")
     hayscope = next(variant for variant in variants if variant.name == "hayscope")
     memory = await measure_memory(hayscope, CHAIN_ASYNC, params.memory_warmup_runs, params.memory_runs)
     for variant in variants:
         variant.shutdown()
-    found = targets(rows, ratios, breakdown_cost(per_round_us), memory)
+    found = targets(rows, ratios, breakdown_cost(sequential), memory)
     return Report(info, dataclasses.asdict(params), rows, ratios, checks, memory, found)
 
 
