@@ -5,7 +5,7 @@
 Every variant runs in this one process and one event loop. Sequential runs alternate between the
 variants run by run, and each concurrent block of one variant is measured right next to a `bare`
 block, so that the host's slow phases (seconds long here, up to 2x slower) hit every variant alike.
-Overheads are medians over a round's cycles of a run less the `bare` run of the same cycle; they and
+Overheads are means over a round's cycles of a run less the `bare` run of the same cycle; they and
 the throughput ratios are summarised as median and min–max over rounds. See benchmarks/README.md for
 what each variant and workload is.
 """
@@ -652,7 +652,7 @@ def targets(
                     row.throughput_vs_bare.median,
                     floors[row.variant],
                     True,
-                )  # fmt: skip
+                )
             )
     found.append(Target(f"{memory.workload}: RSS growth of {memory.variant} over {memory.runs:,} runs (MB)",
                         memory.growth_mb, 10.0, False))  # fmt: skip
