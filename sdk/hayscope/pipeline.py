@@ -84,7 +84,8 @@ class TracedAsyncPipeline(Pipeline):
 
     # What `super()._schedule_component` is for instances of this class (haystack's method, or a mixin's
     # after this class in the MRO), resolved once per class: a `super()` lookup on every execution
-    # costs ~2 us when, as between two executions, it has dropped out of the CPU caches.
+    # costs ~2 us when, as between two executions, it has dropped out of the CPU caches. (A method
+    # patched onto one of those classes after this class was made is not seen.)
     _next_schedule_component: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
