@@ -90,7 +90,7 @@ class TracedAsyncPipeline(Pipeline):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._next_schedule_component = _next_schedule_component(cls)
+        cls._next_schedule_component = _schedule_component_after(cls)
 
     def __init__(
         self,
@@ -406,12 +406,12 @@ def _schedule_component_any_arguments(self: TracedAsyncPipeline, **kwargs: Any) 
     self._next_schedule_component(**kwargs)
 
 
-def _next_schedule_component(cls: type[TracedAsyncPipeline]) -> Any:
+def _schedule_component_after(cls: type[TracedAsyncPipeline]) -> Any:
     """The `_schedule_component` that follows `TracedAsyncPipeline`'s in `cls`'s MRO (None if there is none)."""
     return getattr(super(TracedAsyncPipeline, cls), "_schedule_component", None)
 
 
-TracedAsyncPipeline._next_schedule_component = _next_schedule_component(TracedAsyncPipeline)
+TracedAsyncPipeline._next_schedule_component = _schedule_component_after(TracedAsyncPipeline)
 
 
 def _keyword_only_parameters(method: Any) -> tuple[str, ...] | None:
