@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from haystack import Pipeline, SuperComponent, component
 from haystack.components.joiners import ListJoiner
 from haystack.core.component.types import GreedyVariadic
+from prometheus_client import generate_latest
 
 import hayscope.pipeline as hayscope_pipeline
 from hayscope import LoopLagMonitor, TracedAsyncPipeline
@@ -27,8 +30,9 @@ BLOCKING_LINE = "time.sleep(self.seconds)  # blocks the loop"
 class BlockingAsync:
     """A coroutine that blocks the loop with time.sleep: the bug hayscope must point at."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, about_to_block: threading.Event | None = None) -> None:
         self.seconds = seconds
+        self.about_to_block = about_to_block
 
     @component.output_types(value=int)
     def run(self, value: int) -> dict[str, Any]:
@@ -36,6 +40,8 @@ class BlockingAsync:
 
     @component.output_types(value=int)
     async def run_async(self, value: int) -> dict[str, Any]:
+        if self.about_to_block is not None:
+            self.about_to_block.set()
         time.sleep(self.seconds)  # blocks the loop
         return {"value": value}
 
@@ -149,6 +155,136 @@ async def test_a_component_blocking_inside_a_super_component_is_named_not_the_su
     assert not [e for e in wrapped.events if e.name == "event_loop.blocked"]
 
 
+@component
+class BlockingSync:
+    """Sync only: on the `run()` path it runs on the caller's thread, the loop's if called from a coroutine."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        time.sleep(self.seconds)  # blocks the loop
+        return {"value": value}
+
+
+@component
+class CallingRun:
+    """A coroutine that calls a sync pipeline's run(): what blocks the loop is that pipeline's component."""
+
+    def __init__(self, inner: Pipeline) -> None:
+        self.inner = inner
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @component.output_types(value=int)
+    async def run_async(self, value: int) -> dict[str, Any]:
+        return {"value": self.inner.run({"parse": {"value": value}})["parse"]["value"]}
+
+
+def only_blocked_event(span) -> Any:
+    (event,) = [e for e in span.events if e.name == "event_loop.blocked"]
+    frames = event.attributes["event_loop.blocked.frames"]
+    assert frames and frames[0].startswith(f"{__file__}:"), frames
+    line = int(frames[0].split(":")[1].split(" ")[0])
+    assert BLOCKING_LINE in open(__file__).read().splitlines()[line - 1]
+    return event
+
+
+async def test_a_block_just_past_the_threshold_is_sampled_with_its_frames(capture):
+    # With the default settings, a 0.2 s step often leaves the next heartbeat less than 0.1 s late:
+    # the watchdog samples the step itself once it has held the loop past the threshold.
+    pipeline = capture.pipeline(name="short")
+    pipeline.add_component("parse", BlockingAsync(0.2))
+
+    async with LoopLagMonitor(registry=capture.registry):
+        for i in range(5):
+            assert await pipeline.run_async({"parse": {"value": i}}) == {"parse": {"value": i}}
+
+    spans = capture.spans_named("haystack.component.run parse")
+    assert len(spans) == 5
+    for span in spans:
+        assert only_blocked_event(span).attributes["event_loop.blocked.seconds"] >= 0.19
+    assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="short", component="parse") >= 5 * 0.19
+
+
+async def test_a_sync_run_called_on_the_loop_blames_its_component(capture):
+    pipeline = capture.pipeline(name="legacy")
+    pipeline.add_component("slow", BlockingSync(0.3))
+
+    async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.1):
+        assert pipeline.run({"slow": {"value": 1}}) == {"slow": {"value": 1}}  # on the loop's thread
+        await asyncio.sleep(0.1)  # a heartbeat after the stall
+
+    assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="legacy", component="slow") >= 0.25
+    assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline=NO_COMPONENT, component=NO_COMPONENT)
+    (span,) = capture.spans_named("haystack.component.run slow")
+    assert span.attributes["haystack.component.execution_mode"] == "sync"
+    only_blocked_event(span)
+
+
+def test_a_sync_run_off_any_loop_blocks_nothing(capture):
+    pipeline = capture.pipeline(name="plain")
+    pipeline.add_component("slow", BlockingSync(0.15))
+
+    assert pipeline.run({"slow": {"value": 1}}) == {"slow": {"value": 1}}
+
+    assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="plain", component="slow")
+    (span,) = capture.spans_named("haystack.component.run slow")
+    assert not span.events
+
+
+async def test_a_component_blocking_in_a_run_called_by_another_is_blamed_not_the_caller(capture):
+    inner = capture.pipeline(name="inner")
+    inner.add_component("parse", BlockingSync(0.3))
+    outer = capture.pipeline(name="outer")
+    outer.add_component("caller", CallingRun(inner))
+
+    async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.1):
+        assert await outer.run_async({"caller": {"value": 3}}) == {"caller": {"value": 3}}
+        await asyncio.sleep(0.1)
+
+    assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="inner", component="parse") >= 0.25
+    assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="outer", component="caller")
+    assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline=NO_COMPONENT, component=NO_COMPONENT)
+    (parse,) = capture.spans_named("haystack.component.run parse")
+    only_blocked_event(parse)
+    (caller,) = capture.spans_named("haystack.component.run caller")
+    assert not caller.events
+    assert attribute(caller, "hayscope.component.loop_held") >= 0.25  # it did hold the loop, through parse
+
+
+async def test_each_loop_has_its_own_threshold_and_its_own_blocks(capture):
+    # Loop B, in a thread, watched with a 0.1 s threshold, runs a component that blocks it 0.3 s.
+    # Meanwhile this loop, watched with 0.5 s, is blocked 0.4 s by code that is no component: under
+    # B's threshold, B's block and B's component are not this loop's.
+    b_blocking = threading.Event()
+    b_pipeline = capture.pipeline(name="loop_b")
+    b_pipeline.add_component("parse", BlockingAsync(0.3, about_to_block=b_blocking))
+
+    async def on_loop_b() -> None:
+        async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.1):
+            await b_pipeline.run_async({"parse": {"value": 1}})
+            await asyncio.sleep(0.1)
+
+    loop_b = threading.Thread(target=asyncio.run, args=(on_loop_b(),))
+    async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.5):
+        a_pipeline = capture.pipeline(name="loop_a")
+        a_pipeline.add_component("quick", BlockingAsync(0.3))  # under this loop's threshold
+        await a_pipeline.run_async({"quick": {"value": 1}})
+        loop_b.start()
+        await asyncio.to_thread(b_blocking.wait)
+        time.sleep(0.6)  # this loop, blocked by no component, while B's component blocks B
+        await asyncio.sleep(0.1)
+    loop_b.join()
+
+    assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="loop_b", component="parse") >= 0.25
+    assert not capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="loop_a", component="quick")
+    assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline=NO_COMPONENT, component=NO_COMPONENT) >= 0.5
+
+
 async def test_a_thread_pool_too_small_shows_as_queue_wait_not_as_slow_components(capture):
     sleeper = SleepingSync(0.2, capture, executor="sized")
     pipeline = capture.pipeline(name="sized", max_workers=6)
@@ -173,6 +309,68 @@ async def test_a_thread_pool_too_small_shows_as_queue_wait_not_as_slow_component
     queued = capture.spans_named("queued for a worker thread")
     assert len(queued) >= 9
     assert {s.parent.span_id for s in queued} <= {s.context.span_id for s in spans}
+
+
+@component
+class Held:
+    """Sync only: holds its worker thread until released."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        self.release.wait()
+        return {"value": value}
+
+
+async def until(condition, what: str) -> None:
+    """Waits (on the loop, briefly yielding) until `condition()` holds; fails after 10 s."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what}"
+        await asyncio.sleep(0.01)
+
+
+def executor_gauges(capture, executor: str) -> tuple[float | None, float | None, float | None]:
+    return tuple(
+        capture.sample(f"hayscope_executor_{gauge}", executor=executor)
+        for gauge in ("workers_busy", "queue_depth", "workers_max")
+    )
+
+
+async def test_a_pool_shared_by_pipelines_is_one_executor_in_the_metrics(capture):
+    release = threading.Event()
+    pool = ThreadPoolExecutor(2)
+    pipelines = [capture.pipeline(name=name, executor=pool) for name in ("rag", "ingest")]
+    for pipeline in pipelines:
+        pipeline.add_component("embed", Held(release))
+
+    runs = asyncio.gather(*(p.run_async({"embed": {"value": i}}) for p in pipelines for i in range(2)))
+    try:
+        await until(lambda: executor_gauges(capture, "rag") == (2, 2, 2), "2 busy and 2 queued in one pool of 2")
+        assert executor_gauges(capture, "ingest") == (None, None, None)
+    finally:
+        release.set()
+        await runs
+        pool.shutdown()
+    assert executor_gauges(capture, "rag") == (0, 0, 2)
+
+
+async def test_pools_of_pipelines_of_one_name_are_summed_in_one_series(capture):
+    release = threading.Event()
+    twins = [capture.pipeline(name="twin", max_workers=1) for _ in range(2)]
+    for pipeline in twins:
+        pipeline.add_component("embed", Held(release))
+
+    runs = asyncio.gather(*(p.run_async({"embed": {"value": 1}}) for p in twins))
+    try:
+        await until(lambda: executor_gauges(capture, "twin") == (2, 0, 2), "both pools busy")
+        exposition = generate_latest(capture.registry).decode()
+        assert exposition.count('hayscope_executor_workers_busy{executor="twin"}') == 1
+    finally:
+        release.set()
+        await runs
 
 
 @pytest.mark.parametrize("hook", ["arguments by name", "any arguments"])

@@ -1,7 +1,8 @@
 """The executor thread-offloaded components run in, and its exported state.
 
 By default every `TracedAsyncPipeline` shares one thread pool sized like asyncio's default executor,
-the one haystack would use (`min(32, cpu_count + 4)` workers). `ExecutorState` counts what it runs:
+the one haystack would use (`min(32, cpu_count + 4)` workers). An executor passed to several
+pipelines is one executor in the metrics, named after the first of them. `ExecutorState` counts what it runs:
 submissions waiting for a worker and workers busy; the metrics collector reads those counts when
 Prometheus scrapes, so counting costs the hot path a few lock round-trips and nothing else.
 
@@ -95,8 +96,7 @@ class ExecutorState:
 def executor_state(executor: Executor | None = None, max_workers: int | None = None, name: str = "") -> ExecutorState:
     """The state of `executor`, or of a new pool of `max_workers`, or the shared default pool."""
     if executor is not None:
-        workers = getattr(executor, "_max_workers", None)
-        return ExecutorState(name or f"custom-{id(executor):x}", executor, workers if isinstance(workers, int) else None)
+        return _state_of_yours(executor, name)
     if max_workers is not None:
 
         def make_pool() -> Executor:
@@ -104,6 +104,24 @@ def executor_state(executor: Executor | None = None, max_workers: int | None = N
 
         return ExecutorState(name, make_pool(), max_workers, make_pool)
     return _default_state()
+
+
+# an executor passed in -> its one state, whichever pipelines share it
+_yours: weakref.WeakKeyDictionary[Executor, ExecutorState] = weakref.WeakKeyDictionary()
+_yours_lock = threading.Lock()
+
+
+def _state_of_yours(executor: Executor, name: str) -> ExecutorState:
+    """One state per executor passed in, named after the first pipeline that runs work in it: two
+    states would each count only their own pipeline's work and each report the whole pool's size."""
+    with _yours_lock:
+        state = _yours.get(executor)
+        if state is None:
+            workers = getattr(executor, "_max_workers", None)
+            state = _yours[executor] = ExecutorState(
+                name or f"custom-{id(executor):x}", executor, workers if isinstance(workers, int) else None
+            )
+        return state
 
 
 _default: ExecutorState | None = None

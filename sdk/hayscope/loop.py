@@ -1,8 +1,11 @@
 """`LoopLagMonitor`: how late the event loop runs, and whose code held it when it stalled.
 
 A heartbeat callback on the loop asks to run every `interval` seconds and records how late it ran
-into `asyncio_event_loop_lag_seconds`. A watchdog thread notices a heartbeat overdue by more than
-`threshold`, and samples the loop thread's stack once per stall. The stall is then attributed:
+into `asyncio_event_loop_lag_seconds`. A watchdog thread samples the loop thread's stack once per
+stall: as soon as a component's step has held the loop for more than `threshold` (timing.py says
+since when), or else once the heartbeat is overdue by more than `threshold`. (The heartbeat alone
+would notice a short stall late or not at all: a 0.15 s step that starts just after a beat makes the
+next one 0.05 s late.) The stall is then attributed:
 - to the component whose step held the loop (timing.timed_on_loop times every step, so the blocked
   seconds are exact): `hayscope_event_loop_blocked_seconds_total{pipeline,component}`, a span event
   `event_loop.blocked` with the sampled frames, one structlog warning;
@@ -25,13 +28,16 @@ from prometheus_client import CollectorRegistry
 from hayscope import gc_pauses
 from hayscope.gc_pauses import GcPauses
 from hayscope.metrics import GC_COMPONENT, NO_COMPONENT, register_metrics
-from hayscope.timing import RUNNING_ON_THREAD, BlockingSettings
+from hayscope.timing import DEFAULT_BLOCK_THRESHOLD, RUNNING_ON_THREAD, BlockingSettings
 
 __all__ = ["LoopLagMonitor", "stack_summary"]
 
 DEFAULT_INTERVAL = 0.1
-DEFAULT_THRESHOLD = 0.1
+DEFAULT_THRESHOLD = DEFAULT_BLOCK_THRESHOLD
 MAX_FRAMES = 8
+# How long after a step passes the threshold the watchdog looks at it (waking takes a moment)
+SAMPLE_MARGIN = 0.002
+NO_BLOCK = (0.0, None)
 
 logger = structlog.get_logger("hayscope.loop")
 
@@ -85,7 +91,7 @@ class LoopLagMonitor:
             raise RuntimeError("this LoopLagMonitor is already running: stop() it first, or use another one")
         self._loop = loop or asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        BlockingSettings.threshold = self.threshold
+        BlockingSettings.watch(self._loop_thread, self.threshold)
         gc_pauses.install()
         self._stopping.clear()
         self._schedule(self._loop.time())
@@ -101,6 +107,7 @@ class LoopLagMonitor:
         self._stopping.set()
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join()
+        BlockingSettings.watch(self._loop_thread, None)
         self._loop = self._handle = self._watchdog = None
 
     async def __aenter__(self) -> LoopLagMonitor:
@@ -127,8 +134,9 @@ class LoopLagMonitor:
         blocker = None
         if lag > self.threshold:
             # A component step that ended inside this late window was what held the loop.
-            if BlockingSettings.last_block_end >= self._expected:
-                blocker = BlockingSettings.last_block_execution
+            block_end, blamed = BlockingSettings.last_block.get(self._loop_thread, NO_BLOCK)
+            if block_end >= self._expected:
+                blocker = blamed
             else:
                 self._blocked_by_nobody(lag)
         self._metrics.event_loop_lag.observe(lag, blocker.exemplar() if blocker is not None else None)
@@ -155,21 +163,33 @@ class LoopLagMonitor:
         )
 
     def _watch(self) -> None:
-        # One sample per stall and per execution caught in it: several blocking steps can run back
-        # to back before the heartbeat gets its turn.
-        check_every = self.threshold / 2
-        sampled: object = None
-        while not self._stopping.wait(check_every):
-            if time.monotonic() - self._expected <= self.threshold:
+        # One sample per stall and per step caught in it: several blocking steps can run back to
+        # back before the heartbeat gets its turn.
+        threshold = self.threshold
+        check_every = threshold / 2
+        timeout = check_every
+        sampled: object = None  # what was sampled in this stall: self, or (execution, step start, held too long)
+        while not self._stopping.wait(timeout):
+            timeout = check_every
+            overdue = time.monotonic() - self._expected > threshold
+            execution = RUNNING_ON_THREAD.get(self._loop_thread)
+            step = execution.step_started if execution is not None else 0.0
+            held_too_long = execution is not None and time.perf_counter() - step > threshold
+            if execution is not None and not held_too_long:
+                # look again just as this step passes the threshold, if it is still running then
+                timeout = min(check_every, step + threshold - time.perf_counter() + SAMPLE_MARGIN)
+            if not (overdue or held_too_long):
                 sampled = None
                 continue
-            execution = RUNNING_ON_THREAD.get(self._loop_thread)
-            if sampled is not None and (execution or self) is sampled:
+            caught = (execution, step, held_too_long) if execution is not None else self
+            if caught == sampled:
                 continue
             frames = stack_summary(sys._current_frames().get(self._loop_thread))
-            if RUNNING_ON_THREAD.get(self._loop_thread) is not execution:
+            if RUNNING_ON_THREAD.get(self._loop_thread) is not execution or (
+                execution is not None and execution.step_started != step
+            ):
                 continue  # the loop moved on while we looked; look again next round
-            if execution is not None:
-                execution.stall_frames = frames
+            if held_too_long:
+                execution.stall_frames = frames  # type: ignore[union-attr]
             self._stall_frames = frames
-            sampled = execution or self
+            sampled = caught

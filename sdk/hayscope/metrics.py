@@ -525,20 +525,29 @@ class Metrics:
 
 
 class _ExecutorCollector(Collector):
-    """The executor gauges, read from the executors' own counts at scrape time."""
+    """The executor gauges, read from the executors' own counts at scrape time. Executors of the same
+    name (pipelines of one name, each with a pool of its own) are summed: one series per name."""
 
     def collect(self) -> Iterator[Metric]:
-        states = live_states()
-        for spec, read in (
-            (EXECUTOR_WORKERS_BUSY, lambda state: state.busy),
-            (EXECUTOR_WORKERS_MAX, lambda state: state.max_workers),
-            (EXECUTOR_QUEUE_DEPTH, lambda state: state.queued),
+        busy: dict[str, float] = {}
+        queued: dict[str, float] = {}
+        most: dict[str, float | None] = {}
+        for state in live_states():
+            name = state.name
+            busy[name] = busy.get(name, 0) + state.busy
+            queued[name] = queued.get(name, 0) + state.queued
+            known = most.get(name, 0)
+            # a pool of unknown size makes the sum unknown
+            most[name] = None if known is None or state.max_workers is None else known + state.max_workers
+        for spec, by_name in (
+            (EXECUTOR_WORKERS_BUSY, busy),
+            (EXECUTOR_WORKERS_MAX, most),
+            (EXECUTOR_QUEUE_DEPTH, queued),
         ):
             family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
-            for state in states:
-                value = read(state)
+            for name, value in by_name.items():
                 if value is not None:
-                    family.add_metric([state.name], value)
+                    family.add_metric([name], value)
             yield family
 
 

@@ -32,7 +32,7 @@ from hayscope.haystack_bridge import ensure_bridge
 from hayscope.metrics import register_metrics
 from hayscope.offload import offloaded
 from hayscope.recording import RUN_KEY, PipelineRun, PipelineTelemetry, current_run
-from hayscope.timing import timed_on_loop
+from hayscope.timing import timed_on_loop, timed_on_thread
 
 __all__ = ["TracedAsyncPipeline"]
 
@@ -386,8 +386,15 @@ class TracedAsyncPipeline(Pipeline):
         execution.thread = threading.current_thread()
         token = active_context.attach(execution.context)
         try:
-            outputs = Pipeline._run_component(
-                component_name, component, inputs, component_visits, parent_span, break_point=break_point
+            outputs = timed_on_thread(
+                execution,
+                Pipeline._run_component,
+                component_name,
+                component,
+                inputs,
+                component_visits,
+                parent_span,
+                break_point=break_point,
             )
         except BaseException as error:
             execution.finish(None, error)

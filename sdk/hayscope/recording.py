@@ -30,6 +30,7 @@ from hayscope.executor import ExecutorState
 from hayscope.gc_pauses import GcPauses
 from hayscope.metrics import GC_COMPONENT, Metrics, SampleRecord, exemplar_labels_for
 from hayscope.spans import SpanStarter, plain_values, set_trusted_attributes, span_context_fields
+from hayscope.timing import NO_INNER_BLOCKING
 
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
 # A wait longer than this gets a child span of its own, to be seen in a waterfall.
@@ -388,6 +389,7 @@ class ComponentExecution:
         "_started",
         "context",
         "haystack_span_claimed",
+        "inner_blocking",
         "loop_held",
         "queue_wait",
         "recording",
@@ -396,6 +398,7 @@ class ComponentExecution:
         "schedule_wait",
         "span",
         "stall_frames",
+        "step_started",
         "thread",
         "worker_started",
     )
@@ -425,6 +428,8 @@ class ComponentExecution:
         self.run_time: float | None = None
         self.loop_held = 0.0
         self.stall_frames: list[str] | None = None  # set by the loop watchdog when it caught this execution
+        self.step_started = 0.0  # perf_counter when its current step on the loop began (see timing.py)
+        self.inner_blocking = NO_INNER_BLOCKING
 
     def exemplar(self) -> dict[str, str] | None:
         return None if self.sampled is None else exemplar_labels_for(*self.sampled)

@@ -1,35 +1,56 @@
 """Where the time of one component execution went: how long its code held the event loop.
 
 `timed_on_loop` drives a component's coroutine step by step, the way a task would, and times each
-step: a step is time the component's code kept the loop to itself. While a step runs, the loop
-thread's entry in `RUNNING_ON_THREAD` names the execution, so the loop watchdog (loop.py) can tell
-whose code it caught holding the loop.
+step: a step is time the component's code kept the loop to itself. `timed_on_thread` times a sync
+component's `run` on the `run()` path, which holds the loop when `run()` was called on a loop's
+thread. While a step runs, its thread's entry in `RUNNING_ON_THREAD` names the execution and the
+execution's `step_started` says since when, so the loop watchdog (loop.py) can tell whose code it
+caught holding the loop, and sample it as soon as it has held it too long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import types
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hayscope.gc_pauses import GcPauses
 
 if TYPE_CHECKING:
     from hayscope.recording import ComponentExecution
 
-# thread id -> the component execution whose code runs on that thread right now (loop threads only)
+T = TypeVar("T")
+
+DEFAULT_BLOCK_THRESHOLD = 0.1
+
+# thread id -> the component execution whose code runs on that thread right now
 RUNNING_ON_THREAD: dict[int, ComponentExecution] = {}
+# An execution's `inner_blocking` when no step inside its current one blocked: (seconds held, collecting)
+NO_INNER_BLOCKING = (0.0, 0.0)
 
 
 class BlockingSettings:
-    """Process-wide: from how long a step counts as blocking the loop (set by LoopLagMonitor)."""
+    """Process-wide: from how long a step counts as blocking its thread's loop (set by LoopLagMonitor)."""
 
-    threshold: float = 0.1
-    # time.monotonic() at which the last blocking component step ended, and that execution
-    last_block_end: float = 0.0
-    last_block_execution: ComponentExecution | None = None
+    # loop thread id -> the threshold of the monitor watching that loop (others: the default)
+    by_thread: dict[int, float] = {}
+    # the lowest threshold in use: a step no longer than this blocked no loop (checked on every step)
+    threshold: float = DEFAULT_BLOCK_THRESHOLD
+    # loop thread id -> time.monotonic() at which the last blocking step on it ended, and the
+    # execution blamed for it (None: its own share was under the threshold)
+    last_block: dict[int, tuple[float, ComponentExecution | None]] = {}
+
+    @classmethod
+    def watch(cls, thread: int, threshold: float | None) -> None:
+        """A monitor with `threshold` starts watching the loop on `thread` (None: it stops)."""
+        if threshold is None:
+            cls.by_thread.pop(thread, None)
+        else:
+            cls.by_thread[thread] = threshold
+        cls.threshold = min([DEFAULT_BLOCK_THRESHOLD, *cls.by_thread.values()])
 
 
 @types.coroutine  # awaitable as it is: no wrapper object, one call less per execution
@@ -40,9 +61,9 @@ def timed_on_loop(coroutine: Coroutine[Any, Any, Any], execution: ComponentExecu
     error: BaseException | None = None
     while True:
         outer = RUNNING_ON_THREAD.get(thread)
-        RUNNING_ON_THREAD[thread] = execution
         collecting_before = GcPauses.total
-        started = time.perf_counter()
+        started = execution.step_started = time.perf_counter()  # set before the watchdog can see it
+        RUNNING_ON_THREAD[thread] = execution
         try:
             yielded = coroutine.send(send_value) if error is None else coroutine.throw(error)
         except StopIteration as stop:
@@ -55,7 +76,7 @@ def timed_on_loop(coroutine: Coroutine[Any, Any, Any], execution: ComponentExecu
                 RUNNING_ON_THREAD[thread] = outer
             execution.loop_held += elapsed
             if elapsed > BlockingSettings.threshold:
-                _blocked(execution, elapsed, GcPauses.total - collecting_before)
+                _blocked(execution, elapsed, GcPauses.total - collecting_before, outer)
         try:
             send_value, error = (yield yielded), None
         except GeneratorExit:
@@ -65,15 +86,51 @@ def timed_on_loop(coroutine: Coroutine[Any, Any, Any], execution: ComponentExecu
             send_value, error = None, thrown
 
 
-def _blocked(execution: ComponentExecution, elapsed: float, collecting: float) -> None:
+def timed_on_thread(execution: ComponentExecution, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`function(*args, **kwargs)` as one step of `execution` on this thread: if the thread runs an
+    event loop (a sync `run()` called from a coroutine), a step past the threshold blocked it."""
+    thread = threading.get_ident()
+    outer = RUNNING_ON_THREAD.get(thread)
+    collecting_before = GcPauses.total
+    started = execution.step_started = time.perf_counter()
+    RUNNING_ON_THREAD[thread] = execution
+    try:
+        return function(*args, **kwargs)
+    finally:
+        elapsed = time.perf_counter() - started
+        if outer is None:
+            del RUNNING_ON_THREAD[thread]
+        else:
+            RUNNING_ON_THREAD[thread] = outer
+        if elapsed > BlockingSettings.threshold and asyncio._get_running_loop() is not None:
+            _blocked(execution, elapsed, GcPauses.total - collecting_before, outer)
+
+
+def _blocked(
+    execution: ComponentExecution, elapsed: float, collecting: float, outer: ComponentExecution | None
+) -> None:
     """A step held the loop for `elapsed` seconds, `collecting` of them in garbage collection: the
     component is blamed for its own share when that passes the threshold, the collector for its
-    share when that does or when the component's own share does not."""
-    BlockingSettings.last_block_end = time.monotonic()
+    share when that does or when the component's own share does not. Steps of other executions that
+    ran inside this one (a traced `run()` called by a component) and blocked were blamed for
+    themselves: not again as part of the `outer` step they ran in."""
+    thread = threading.get_ident()
+    threshold = BlockingSettings.by_thread.get(thread, DEFAULT_BLOCK_THRESHOLD)
+    held_inside, collecting_inside = execution.inner_blocking
+    execution.inner_blocking = NO_INNER_BLOCKING
+    if outer is not None:  # this whole step ran inside one of `outer`'s
+        held, collecting_then = outer.inner_blocking
+        outer.inner_blocking = (held + elapsed, collecting_then + collecting)
+    elapsed -= held_inside
+    collecting -= collecting_inside
     own = elapsed - collecting
-    threshold = BlockingSettings.threshold
-    BlockingSettings.last_block_execution = execution if own > threshold else None
     if own > threshold:
         execution.blocked_loop(own)
+        blamed: ComponentExecution | None = execution
+    elif held_inside:  # the step inside this one that was blamed stays the one to blame
+        blamed = BlockingSettings.last_block.get(thread, (0.0, None))[1]
+    else:
+        blamed = None
+    BlockingSettings.last_block[thread] = (time.monotonic(), blamed)
     if collecting > 0 and (collecting > threshold or own <= threshold):
         execution.blocked_by_gc(collecting)
