@@ -192,6 +192,62 @@ async def test_arguments_beat_environment_variables(
     assert_export_tree(spans, "svc-under-test", "grpc")
 
 
+async def test_service_name_from_otel_resource_attributes_is_kept(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=checkout-rag,deployment.environment=staging")
+    with setup(otlp_protocol="grpc", otlp_endpoint=receiver.grpc_endpoint) as telemetry:
+        await run_traced(telemetry)
+        telemetry.force_flush()
+        spans = receiver.wait_for_spans(3)
+    assert_export_tree(spans, "checkout-rag", "grpc")
+    assert all(span.resource["deployment.environment"] == "staging" for span in spans)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-service-name")  # the more specific variable wins
+    with setup(traces_exporter="none") as telemetry:
+        assert telemetry.tracer_provider.resource.attributes["service.name"] == "from-service-name"
+
+
+@pytest.mark.parametrize(
+    ("where", "protocol"),
+    [
+        ("argument", "grpc"),
+        ("argument", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http/protobuf"),
+    ],
+)
+async def test_endpoint_forms_reach_the_collector(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, where: str, protocol: str
+) -> None:
+    # Schemes are case-insensitive; the traces variable is the full URL, the generic one a base
+    # that gets /v1/traces, and an argument without a path gets it too.
+    if where == "argument":
+        endpoint = endpoint_for(receiver, protocol).replace("http://", "HTTP://")
+    elif where == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
+        endpoint = receiver.http_endpoint
+    else:
+        endpoint = receiver.http_base_endpoint
+    arguments: dict[str, Any] = {"otlp_protocol": protocol}
+    if where == "argument":
+        arguments["otlp_endpoint"] = endpoint
+    else:
+        monkeypatch.setenv(where, endpoint)
+    with setup(**arguments) as telemetry:
+        await run_traced(telemetry)
+        telemetry.force_flush()
+        spans = receiver.wait_for_spans(3)
+    assert_export_tree(spans, "haystack", transport_of(protocol))
+
+
+def test_the_traces_endpoint_variable_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector.example:8080")
+    assert telemetry_module._endpoint(None, "http/protobuf") == "http://collector.example:8080"
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:8080/otlp")
+    assert telemetry_module._endpoint(None, "http/protobuf") == "http://collector.example:8080/otlp/v1/traces"
+    assert telemetry_module._endpoint("HTTPS://Collector.example", "http/protobuf") == "https://Collector.example/v1/traces"
+
+
 # -- headers ------------------------------------------------------------------------------------
 
 

@@ -85,6 +85,10 @@ def test_a_port_in_use_is_refused_with_the_port_and_the_fix():
         ({"otlp_endpoint": "localhost:4317"}, {}, r"otlp_endpoint='localhost:4317' is not an OTLP endpoint"),
         ({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://:4317"}, r"OTEL_EXPORTER_OTLP_ENDPOINT='http://:4317' is not an"),
         ({"otlp_endpoint": "http://collector:99999"}, {}, r"'http://collector:99999' has a malformed port"),
+        ({"otlp_endpoint": "http://exa mple.com:4317"}, {}, r"'http://exa mple.com:4317' is not an OTLP endpoint"),
+        ({"otlp_endpoint": "http://127.0.0 .1:4317"}, {}, r"'http://127.0.0 .1:4317' is not an OTLP endpoint"),
+        ({"sampler": "always_on", "sampler_ratio": 0.5}, {}, r"sampler_ratio=0.5 would be ignored: sampler='always_on'"),
+        ({"sampler_ratio": 0.5}, {"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, r"OTEL_TRACES_SAMPLER='parent"),
         ({"traces_exporter": "zipkin"}, {}, r"traces_exporter='zipkin' is not supported: use one of otlp, console"),
         ({"sampler": "sometimes"}, {}, r"sampler='sometimes' is not supported: use one of always_on"),
         ({"sampler": "traceidratio", "sampler_ratio": 1.5}, {}, r"sampler_ratio=1.5 is not a sampling ratio"),
@@ -125,6 +129,7 @@ def test_an_argument_beats_the_environment_variable(monkeypatch):
     ("sampler", "ratio", "description"),
     [
         (None, None, "ParentBased{root:AlwaysOnSampler,"),
+        (None, 0.05, "ParentBased{root:TraceIdRatioBased{0.05},"),  # a ratio alone asks for the ratio sampler
         ("traceidratio", 0.25, "TraceIdRatioBased{0.25}"),
         ("parentbased_traceidratio", 0.01, "ParentBased{root:TraceIdRatioBased{0.01},"),
     ],
@@ -134,6 +139,42 @@ def test_samplers_follow_the_otel_names(sampler, ratio, description):
         traces_exporter="none", serve_metrics=False, sampler=sampler, sampler_ratio=ratio, set_global=False
     ) as telemetry:
         assert telemetry.tracer_provider.sampler.get_description().startswith(description)
+
+
+def test_the_ratio_variable_alone_leaves_the_default_sampler(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")  # as OpenTelemetry does: ignored by always_on
+    with setup_telemetry(traces_exporter="none", serve_metrics=False, set_global=False) as telemetry:
+        assert telemetry.tracer_provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler,")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"otlp_endpoint": "http://exa mple.com:4317", "metrics_port": 0},
+        {"metrics_port": "taken"},
+    ],
+)
+def test_a_failed_setup_registers_nothing_and_a_corrected_one_works(kwargs):
+    registry = CollectorRegistry()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if kwargs["metrics_port"] == "taken":
+            kwargs = {**kwargs, "metrics_port": taken.getsockname()[1]}
+        with pytest.raises(ValueError):
+            setup_telemetry(registry=registry, set_global=False, duration_buckets=[0.1, 1], **kwargs)
+    assert not list(registry.collect())
+    with setup_telemetry(
+        registry=registry, set_global=False, traces_exporter="none", metrics_port=0, duration_buckets=[0.5, 5]
+    ):
+        assert registry.get_sample_value("haystack_pipeline_runs_in_flight", {"pipeline": "x"}) is None
+        assert "haystack_pipeline_run_duration_seconds" in {metric.name for metric in registry.collect()}
+
+
+def test_a_metrics_host_this_machine_lacks_is_named_as_the_host():
+    # 192.0.2.1 is reserved for documentation: no machine has it.
+    with pytest.raises(ValueError, match=r"cannot serve metrics on 192.0.2.1:0 .*pass a metrics_host this machine has"):
+        setup_telemetry(traces_exporter="none", metrics_host="192.0.2.1", metrics_port=0, set_global=False)
 
 
 def run_python(code: str) -> str:

@@ -7,9 +7,10 @@ the value, and what would work.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Final, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 # Standard OpenTelemetry variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/)
 OTEL_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
@@ -71,9 +72,14 @@ def choice(value: object, source: str, argument_name: str, allowed: tuple[str, .
     return str(text)
 
 
+# A host name, an IPv4 address or an IPv6 one (urlsplit drops the brackets), with no space or stray character
+_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?")
+
+
 def endpoint(value: object, source: str, argument_name: str) -> str:
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    """The URL, its scheme in lower case (schemes are case-insensitive; the exporters compare them as text)."""
+    parts = urlsplit(value.strip()) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not _HOST.fullmatch(parts.hostname or ""):
         raise ValueError(
             f"{_where(source, argument_name)}{value!r} is not an OTLP endpoint: give a URL with scheme and host, "
             "e.g. http://localhost:4317 for gRPC or http://localhost:4318 for http/protobuf."
@@ -85,7 +91,7 @@ def endpoint(value: object, source: str, argument_name: str) -> str:
             f"{_where(source, argument_name)}{value!r} has a malformed port: use a number from 1 to 65535, "
             "e.g. http://localhost:4317."
         ) from None
-    return str(value)
+    return urlunsplit(parts)
 
 
 def headers(value: object, source: str, argument_name: str) -> dict[str, str]:
@@ -165,10 +171,20 @@ BSP_VARIABLES: Final = {
 
 
 def check_batch_variables() -> None:
+    values = {}
     for name, default in BSP_VARIABLES.items():
         value = os.environ.get(name, "").strip()
         if value and not (value.isdigit() and int(value) > 0):
             raise ValueError(f"{name}={value!r} is not a positive whole number: e.g. {default} (the default).")
+        values[name] = int(value) if value else default
+    if values["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] > values["OTEL_BSP_MAX_QUEUE_SIZE"]:
+        settings = ", ".join(
+            f"{name}={os.environ.get(name)!r}" for name in ("OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+        )
+        raise ValueError(
+            f"the span batching settings are not usable ({settings}): the export batch size must be at most "
+            "the queue size (defaults 512 and 2048)."
+        )
 
 
 TRUE_WORDS: Final = ("true", "1", "yes", "on")

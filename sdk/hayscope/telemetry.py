@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -12,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
@@ -171,16 +173,19 @@ def setup_telemetry(
 
     Each argument beats its environment variable, which beats the default:
 
-    - `service_name` (`OTEL_SERVICE_NAME`, default `haystack`): the `service.name` resource attribute.
+    - `service_name` (`OTEL_SERVICE_NAME`, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, default
+      `haystack`): the `service.name` resource attribute.
     - `traces_exporter` (`OTEL_TRACES_EXPORTER`, default `otlp`): `otlp`, `console` or `none`.
       `span_exporter` replaces it with an exporter of your own.
-    - `otlp_endpoint` (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then `OTEL_EXPORTER_OTLP_ENDPOINT`),
+    - `otlp_endpoint` (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, then `OTEL_EXPORTER_OTLP_ENDPOINT`;
+      for http/protobuf the latter, and an argument without a path, get `/v1/traces`),
       `otlp_protocol` (`..._TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`; `grpc` or `http/protobuf`,
       default `grpc`), `otlp_headers` (`..._TRACES_HEADERS`, then `OTEL_EXPORTER_OTLP_HEADERS`),
       `otlp_timeout` in seconds (`..._TRACES_TIMEOUT`, then `OTEL_EXPORTER_OTLP_TIMEOUT`, in seconds as
       the Python exporters read them; default 10): how long one export, retries included, may take.
     - `sampler` (`OTEL_TRACES_SAMPLER`, default `parentbased_always_on`) and `sampler_ratio`
-      (`OTEL_TRACES_SAMPLER_ARG`, default 1.0) for the `*traceidratio` samplers.
+      (`OTEL_TRACES_SAMPLER_ARG`, default 1.0) for the `*traceidratio` samplers; `sampler_ratio` passed
+      with no sampler named picks `parentbased_traceidratio`, with one that takes no ratio it is refused.
     - `metrics_host` (`HAYSCOPE_METRICS_HOST`, default 127.0.0.1) and `metrics_port`
       (`HAYSCOPE_METRICS_PORT`, default 9464; 0 picks a free port): the OpenMetrics endpoint serving
       `registry` (default: the global `REGISTRY`; in multiprocess mode, below, every process's
@@ -238,37 +243,42 @@ def setup_telemetry(
         content_on = False if content_value is None else settings.boolean(content_value, content_source, "capture_content")
         content = content_policy(content_on, max_length=content_max_length, redact=redact)
         provider = TracerProvider(
-            resource=Resource.create({SERVICE_NAME: _service_name(service_name)}),
+            resource=_resource(service_name),
             sampler=_sampler(sampler, sampler_ratio),
         )
-        if registry is None:
-            registry = REGISTRY
-        metrics = register_metrics(registry, duration_buckets=duration_buckets)
-        monitor = _loop_monitor(registry, loop_lag_interval, loop_block_threshold) if monitor_event_loop else None
         if span_exporter is not None:
             choice: _ExporterChoice | None = _ExporterChoice(
                 lambda: span_exporter, f"{type(span_exporter).__name__} (span_exporter)", rebuild_after_fork=False
             )
         else:
             choice = _span_exporter(traces_exporter, otlp_endpoint, otlp_protocol, otlp_headers, otlp_timeout)
+        if monitor_event_loop:
+            _check_running_loop()
+        address = _metrics_address(metrics_host, metrics_port) if serve_metrics else None
+        if registry is None:
+            registry = REGISTRY
+        # Every value is checked: from here on a failure (a port in use, buckets that differ from
+        # those registered) undoes what was started.
+        served = multiprocess_registry(mp_dir) if mp_dir is not None else registry
+        server = _serve_metrics(served, address, mp_dir is not None) if address is not None else None
+        try:
+            metrics = register_metrics(registry, duration_buckets=duration_buckets)
+        except BaseException:
+            if server is not None:
+                server.stop()
+            raise
+        monitor = (
+            LoopLagMonitor(interval=loop_lag_interval, threshold=loop_block_threshold, registry=registry)
+            if monitor_event_loop
+            else None
+        )
         processor = limiter = None
         if choice is not None:
             reporter = DropReporter(metrics.spans_dropped, choice.endpoint)
-            exporter = GuardedSpanExporter(
-                choice.build(), reporter, rebuild=choice.build if choice.rebuild_after_fork else None
+            processor = GuardedBatchSpanProcessor(
+                GuardedSpanExporter(choice.build(), reporter, rebuild=choice.build if choice.rebuild_after_fork else None),
+                reporter,
             )
-            try:
-                processor = GuardedBatchSpanProcessor(exporter, reporter)
-            except ValueError:
-                exporter.shutdown()
-                raise
-        try:
-            served = multiprocess_registry(mp_dir) if mp_dir is not None else registry
-            server = _serve_metrics(served, metrics_host, metrics_port, mp_dir is not None) if serve_metrics else None
-        except ValueError:
-            if processor is not None:
-                processor.shutdown(timeout_millis=1000)
-            raise
         if processor is not None:
             provider.add_span_processor(processor)
             limiter = ExportLogLimiter().install()
@@ -289,7 +299,7 @@ def _check_flags(**flags: object) -> None:
             raise TypeError(f"{name}={value!r} is not a bool: pass True or False.")
 
 
-def _loop_monitor(registry: CollectorRegistry | None, interval: float, threshold: float) -> LoopLagMonitor:
+def _check_running_loop() -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -297,23 +307,37 @@ def _loop_monitor(registry: CollectorRegistry | None, interval: float, threshold
             "monitor_event_loop=True needs a running event loop to watch: call setup_telemetry() from inside "
             "it (e.g. in your application's startup), or use `async with LoopLagMonitor():` there."
         ) from None
-    return LoopLagMonitor(interval=interval, threshold=threshold, registry=registry)
 
 
-def _service_name(argument: str | None) -> str:
-    value, source = settings.pick(argument, settings.OTEL_SERVICE_NAME)
-    if value is None:
-        return settings.DEFAULT_SERVICE_NAME
-    return settings.text(value, source, "service_name", "rag-api")
+def _resource(service_name: str | None) -> Resource:
+    """The resource with `service.name` from the argument, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`
+    (which `Resource.create` reads, with the rest of that variable) or the default, in that order."""
+    value, source = settings.pick(service_name, settings.OTEL_SERVICE_NAME)
+    if value is not None:
+        return Resource.create({SERVICE_NAME: settings.text(value, source, "service_name", "rag-api")})
+    if SERVICE_NAME in OTELResourceDetector().detect().attributes:
+        return Resource.create()
+    return Resource.create({SERVICE_NAME: settings.DEFAULT_SERVICE_NAME})
 
 
 def _sampler(argument: str | Sampler | None, ratio_argument: float | None) -> Sampler:
     if isinstance(argument, Sampler):
         return argument
     value, source = settings.pick(argument, settings.OTEL_TRACES_SAMPLER)
-    name = "parentbased_always_on" if value is None else settings.choice(value, source, "sampler", settings.SAMPLERS)
     ratio_value, ratio_source = settings.pick(ratio_argument, settings.OTEL_TRACES_SAMPLER_ARG)
     ratio = 1.0 if ratio_value is None else settings.ratio(ratio_value, ratio_source, "sampler_ratio")
+    if value is None:
+        # A ratio passed with no sampler named anywhere asks for the ratio sampler (the variable
+        # alone does not: OpenTelemetry ignores it for samplers that take no argument).
+        name = "parentbased_traceidratio" if ratio_source == "argument" else "parentbased_always_on"
+    else:
+        name = settings.choice(value, source, "sampler", settings.SAMPLERS)
+    if ratio_source == "argument" and not name.endswith("traceidratio"):
+        where = "sampler=" if source == "argument" else f"{source}="
+        raise ValueError(
+            f"sampler_ratio={ratio_argument!r} would be ignored: {where}{value!r} takes no ratio. Use "
+            "sampler='parentbased_traceidratio' (or 'traceidratio') with it, or leave sampler_ratio out."
+        )
     root: Sampler = {
         "always_on": ALWAYS_ON,
         "always_off": ALWAYS_OFF,
@@ -383,26 +407,39 @@ def _endpoint(argument: str | None, protocol: str) -> str:
     if value is None:
         return settings.DEFAULT_ENDPOINTS[protocol]
     url = settings.endpoint(value, source, "otlp_endpoint")
-    if protocol == "http/protobuf" and (base or url.partition("://")[2].rstrip("/").count("/") == 0):
-        # A base endpoint (the generic variable, or a URL without a path) gets the signal's path.
+    if protocol == "http/protobuf" and (
+        base or (source == "argument" and url.partition("://")[2].rstrip("/").count("/") == 0)
+    ):
+        # A base endpoint (the generic variable, or an argument without a path) gets the signal's
+        # path; the traces variable is used as it is, as the specification says.
         return url.rstrip("/") + "/v1/traces"
     return url
 
 
-def _serve_metrics(
-    registry: CollectorRegistry, host_argument: str | None, port_argument: int | None, reuse_port: bool
-) -> MetricsServer:
+def _metrics_address(host_argument: str | None, port_argument: int | None) -> tuple[str, int]:
     value, source = settings.pick(host_argument, settings.HAYSCOPE_METRICS_HOST)
     host = settings.DEFAULT_METRICS_HOST if value is None else settings.text(value, source, "metrics_host", "127.0.0.1")
     value, source = settings.pick(port_argument, settings.HAYSCOPE_METRICS_PORT)
     port = settings.DEFAULT_METRICS_PORT if value is None else settings.port(value, source, "metrics_port")
+    return host, port
+
+
+def _serve_metrics(registry: CollectorRegistry, address: tuple[str, int], reuse_port: bool) -> MetricsServer:
+    host, port = address
     try:
         return MetricsServer(registry, host, port, reuse_port=reuse_port)
     except OSError as error:
-        raise ValueError(
-            f"cannot serve metrics on {host}:{port} ({error.strerror or error}): pass another metrics_port "
-            f"(or set {settings.HAYSCOPE_METRICS_PORT}), 0 for a free port, or serve_metrics=False."
-        ) from error
+        if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+            fix = (
+                f"pass a metrics_host this machine has (or set {settings.HAYSCOPE_METRICS_HOST}): 127.0.0.1 "
+                "for this machine only, 0.0.0.0 for every interface"
+            )
+        else:
+            fix = (
+                f"pass another metrics_port (or set {settings.HAYSCOPE_METRICS_PORT}), 0 for a free port, "
+                "or serve_metrics=False"
+            )
+        raise ValueError(f"cannot serve metrics on {host}:{port} ({error.strerror or error}): {fix}.") from error
 
 
 def _configure_structlog(log_format: str) -> dict[str, Any]:
