@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 
 import hayscope.pipeline as hayscope_pipeline
 from hayscope import LoopLagMonitor, TracedAsyncPipeline
+from hayscope.executor import default_max_workers
 from hayscope.metrics import NO_COMPONENT
 from hayscope.testing import TelemetryCapture
 
@@ -355,6 +356,74 @@ async def test_a_pool_shared_by_pipelines_is_one_executor_in_the_metrics(capture
         await runs
         pool.shutdown()
     assert executor_gauges(capture, "rag") == (0, 0, 2)
+
+
+@component
+class NamesItsThread:
+    @component.output_types(thread=str)
+    def run(self, value: int) -> dict[str, Any]:
+        return {"thread": threading.current_thread().name}
+
+
+async def test_by_default_sync_components_run_in_the_loops_default_executor_as_haystack_runs_them(capture):
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="appdefault")
+    loop.set_default_executor(pool)  # e.g. to run thread-unsafe components one at a time
+    pipeline = capture.pipeline(name="default_pool")
+    pipeline.add_component("where", NamesItsThread())
+
+    results = await asyncio.gather(*(pipeline.run_async({"where": {"value": i}}) for i in range(3)))
+
+    assert results == [{"where": {"thread": "appdefault_0"}}] * 3
+    for span in capture.spans_named("haystack.component.run where"):
+        assert span.attributes["thread.name"] == "appdefault_0"
+    assert executor_gauges(capture, "default") == (0, 0, 1)
+
+
+async def test_cancelled_runs_leave_the_default_executor_gauges_where_they_were(capture):
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
+    release = threading.Event()
+    pipeline = capture.pipeline(name="cancelled_default")
+    pipeline.add_component("embed", Held(release))
+
+    runs = [asyncio.ensure_future(pipeline.run_async({"embed": {"value": i}})) for i in range(3)]
+    try:
+        await until(lambda: executor_gauges(capture, "default") == (1, 2, 1), "1 busy and 2 queued")
+        for run in runs:
+            run.cancel()
+        await until(lambda: executor_gauges(capture, "default") == (1, 0, 1), "the queued ones forgotten")
+    finally:
+        release.set()
+    await until(lambda: executor_gauges(capture, "default") == (0, 0, 1), "the running one done")
+    assert all(run.cancelled() for run in runs)
+
+
+@component
+class RunsALoopOfItsOwn:
+    """Sync: runs a whole pipeline in an event loop of its own, as code calling asyncio.run() does."""
+
+    def __init__(self, inner: Pipeline) -> None:
+        self.inner = inner
+
+    @component.output_types(thread=str)
+    def run(self, value: int) -> dict[str, Any]:
+        return asyncio.run(self.inner.run_async({"where": {"value": value}}))["where"]
+
+
+async def test_a_loop_started_inside_a_component_does_not_wait_for_the_workers_of_the_loop_running_it(capture):
+    # Each loop has its own default executor: the inner runs' sync components never queue behind the
+    # outer components that wait for them (which a pool shared by all loops would deadlock on).
+    inner = capture.pipeline(name="inner_loop")
+    inner.add_component("where", NamesItsThread())
+    outer = capture.pipeline(name="outer_loop")
+    outer.add_component("nested", RunsALoopOfItsOwn(inner))
+    runs = 2 * default_max_workers()
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(outer.run_async({"nested": {"value": i}}) for i in range(runs))), timeout=60
+    )
+
+    assert results == [{"nested": {"thread": "asyncio_0"}}] * runs
 
 
 async def test_pools_of_pipelines_of_one_name_are_summed_in_one_series(capture):

@@ -1,10 +1,13 @@
 """The executor thread-offloaded components run in, and its exported state.
 
-By default every `TracedAsyncPipeline` shares one thread pool sized like asyncio's default executor,
-the one haystack would use (`min(32, cpu_count + 4)` workers). An executor passed to several
-pipelines is one executor in the metrics, named after the first of them. `ExecutorState` counts what it runs:
-submissions waiting for a worker and workers busy; the metrics collector reads those counts when
-Prometheus scrapes, so counting costs the hot path a few lock round-trips and nothing else.
+By default a sync component runs where haystack would run it: in the running loop's default
+executor, as `asyncio.to_thread` does (each loop has its own, `loop.set_default_executor` picks
+it, and a loop started inside a component does not wait for workers of the loop that runs it).
+`TracedAsyncPipeline(max_workers=N)` gives a pipeline a pool of its own, and `executor=` runs in
+yours; an executor passed to several pipelines is one executor in the metrics, named after the first
+of them. `ExecutorState` counts what it runs: submissions waiting for a worker and workers busy;
+the metrics collector reads those counts when Prometheus scrapes, so counting costs the hot path a
+few lock round-trips and nothing else.
 
 A forked child (gunicorn with `preload_app`, multiprocessing's `fork`) gets new pools for the ones
 hayscope made: a `ThreadPoolExecutor` copied by fork has no threads, yet counts its parent's idle
@@ -14,11 +17,12 @@ make fork-safe.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,23 +31,46 @@ DEFAULT_EXECUTOR_NAME = "default"
 
 _states: weakref.WeakSet[ExecutorState] = weakref.WeakSet()
 
+# One per submission: set once a worker has taken it, or once it was given up before that.
+Ticket = list[bool]
+
 
 def default_max_workers() -> int:
-    """What asyncio's default executor (ThreadPoolExecutor) would get on this machine."""
+    """What asyncio's default executor (ThreadPoolExecutor) gets on this machine."""
     return min(32, (os.cpu_count() or 1) + 4)
+
+
+class _LoopDefault:
+    """A loop's default executor, reached as `asyncio.to_thread` reaches it."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return self._loop.run_in_executor(None, fn, *args)
+
+    @property
+    def closed(self) -> bool:
+        return self._loop.is_closed()
+
+    @property
+    def _max_workers(self) -> int | None:
+        # Read as the metrics collector reads any ThreadPoolExecutor's; before the loop's first
+        # offload its pool does not exist yet, and will be made with asyncio's default size.
+        pool = getattr(self._loop, "_default_executor", None)
+        return default_max_workers() if pool is None else getattr(pool, "_max_workers", None)
 
 
 class ExecutorState:
     """An executor, its name in metrics, and how many of our submissions wait or run in it now."""
 
-    __slots__ = ("__weakref__", "_busy", "_lock", "_make_pool", "_queued", "executor", "max_workers", "name")
+    __slots__ = ("__weakref__", "_busy", "_lock", "_make_pool", "_queued", "executor", "name")
 
-    def __init__(
-        self, name: str, executor: Executor, max_workers: int | None, make_pool: Callable[[], Executor] | None = None
-    ) -> None:
+    def __init__(self, name: str, executor: Executor | _LoopDefault, make_pool: Callable[[], Executor] | None = None) -> None:
         self.name = name
         self.executor = executor
-        self.max_workers = max_workers
         self._make_pool = make_pool  # set for the pools hayscope makes: how to make one again after a fork
         self._lock = threading.Lock()
         self._queued = 0
@@ -67,18 +94,29 @@ class ExecutorState:
     def busy(self) -> int:
         return self._busy
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """`fn(*args)` in the executor, counted as queued until a worker takes it, then busy."""
+    @property
+    def max_workers(self) -> int | None:
+        """The executor's size, when it says (a ThreadPoolExecutor does)."""
+        workers = getattr(self.executor, "_max_workers", None)
+        return workers if isinstance(workers, int) else None
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> tuple[Any, Ticket]:
+        """`fn(*args)` in the executor, counted as queued until a worker takes it, then busy: its
+        future (concurrent or asyncio), and the ticket to `forget` it by if it is given up."""
+        ticket: Ticket = [False]
         with self._lock:
             self._queued += 1
         try:
-            return self.executor.submit(self._counted, fn, args)
+            return self.executor.submit(self._counted, ticket, fn, args), ticket
         except BaseException:  # e.g. an executor already shut down: nothing was queued
-            self.forget()
+            self.forget(ticket)
             raise
 
-    def _counted(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _counted(self, ticket: Ticket, fn: Callable[..., T], args: tuple[Any, ...]) -> T | None:
         with self._lock:
+            if ticket[0]:  # given up while it waited (its caller is gone): not run
+                return None
+            ticket[0] = True
             self._queued -= 1
             self._busy += 1
         try:
@@ -87,14 +125,19 @@ class ExecutorState:
             with self._lock:
                 self._busy -= 1
 
-    def forget(self) -> None:
-        """A submission that will never start: its future was cancelled while queued."""
+    def forget(self, ticket: Ticket) -> None:
+        """A submission given up (its run cancelled): no longer queued, if no worker took it yet."""
         with self._lock:
-            self._queued -= 1
+            if not ticket[0]:
+                ticket[0] = True
+                self._queued -= 1
 
 
-def executor_state(executor: Executor | None = None, max_workers: int | None = None, name: str = "") -> ExecutorState:
-    """The state of `executor`, or of a new pool of `max_workers`, or the shared default pool."""
+def executor_state(
+    executor: Executor | None = None, max_workers: int | None = None, name: str = ""
+) -> ExecutorState | None:
+    """The state of `executor`, or of a new pool of `max_workers`; None: the running loop's default
+    executor (see `loop_default_state`)."""
     if executor is not None:
         return _state_of_yours(executor, name)
     if max_workers is not None:
@@ -102,8 +145,8 @@ def executor_state(executor: Executor | None = None, max_workers: int | None = N
         def make_pool() -> Executor:
             return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"hayscope-{name}")
 
-        return ExecutorState(name, make_pool(), max_workers, make_pool)
-    return _default_state()
+        return ExecutorState(name, make_pool(), make_pool)
+    return None
 
 
 # an executor passed in -> its one state, whichever pipelines share it
@@ -117,28 +160,21 @@ def _state_of_yours(executor: Executor, name: str) -> ExecutorState:
     with _yours_lock:
         state = _yours.get(executor)
         if state is None:
-            workers = getattr(executor, "_max_workers", None)
-            state = _yours[executor] = ExecutorState(
-                name or f"custom-{id(executor):x}", executor, workers if isinstance(workers, int) else None
-            )
+            state = _yours[executor] = ExecutorState(name or f"custom-{id(executor):x}", executor)
         return state
 
 
-_default: ExecutorState | None = None
-_default_lock = threading.Lock()
+# event loop -> the state of its default executor (the states of several loops are summed in metrics)
+_loop_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ExecutorState] = weakref.WeakKeyDictionary()
 
 
-def _default_state() -> ExecutorState:
-    global _default
-    with _default_lock:
-        if _default is None:
-            workers = default_max_workers()
-
-            def make_pool() -> Executor:
-                return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hayscope")
-
-            _default = ExecutorState(DEFAULT_EXECUTOR_NAME, make_pool(), workers, make_pool)
-        return _default
+def loop_default_state() -> ExecutorState:
+    """The state of the running loop's default executor (called on the loop, so no lock needed)."""
+    loop = asyncio.get_running_loop()
+    state = _loop_defaults.get(loop)
+    if state is None:
+        state = _loop_defaults[loop] = ExecutorState(DEFAULT_EXECUTOR_NAME, _LoopDefault(loop))
+    return state
 
 
 _fork_hook_registered = False
@@ -158,5 +194,5 @@ def _after_fork_in_child() -> None:
 
 
 def live_states() -> list[ExecutorState]:
-    """Every executor state still in use, for the metrics collector."""
-    return list(_states)
+    """Every executor state still in use, for the metrics collector (a closed loop's default executor is not)."""
+    return [state for state in list(_states) if not getattr(state.executor, "closed", False)]

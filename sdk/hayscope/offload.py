@@ -54,12 +54,11 @@ class _Offloaded:
         execution, executor = self._execution, self._executor
         context = contextvars.copy_context()  # the execution's: its span is current in the worker
         submitted, submitted_ns = time.perf_counter(), time.time_ns()
-        future = executor.submit(context.run, _work, execution, self._instance.run, inputs)
+        future, ticket = executor.submit(context.run, _work, execution, self._instance.run, inputs)
         try:
             return await asyncio.wrap_future(future)
         except BaseException:
-            if future.cancelled():  # before a worker took it
-                executor.forget()
+            executor.forget(ticket)  # (if no worker took it yet: cancelled while queued)
             raise
         finally:
             _record_queue_wait(execution, submitted, submitted_ns)

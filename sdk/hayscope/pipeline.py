@@ -77,8 +77,8 @@ class TracedAsyncPipeline(Pipeline):
     :param name: this pipeline's label in spans and metrics (the `pipeline` label); keep it bounded.
     :param tracer_provider: where spans go; default: OpenTelemetry's global provider.
     :param registry: where metrics go; default: prometheus_client's global `REGISTRY`.
-    :param executor: where sync components run on the async paths; default: a pool shared by all
-        pipelines, sized like asyncio's default executor (the one haystack uses).
+    :param executor: where sync components run on the async paths; default: the running loop's
+        default executor, the one haystack uses.
     :param max_workers: instead of `executor`, a pool of this many threads for this pipeline.
     """
 
@@ -116,7 +116,7 @@ class TracedAsyncPipeline(Pipeline):
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(
                 f"executor={executor!r} is not a concurrent.futures.Executor: pass a ThreadPoolExecutor, "
-                "or max_workers=N for a pool of N threads, or neither for the shared default pool."
+                "or max_workers=N for a pool of N threads, or neither for the loop's default executor."
             )
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
@@ -190,7 +190,7 @@ class TracedAsyncPipeline(Pipeline):
         ensure_bridge()
         return telemetry
 
-    def _make_executor_state(self) -> ExecutorState:
+    def _make_executor_state(self) -> ExecutorState | None:
         return executor_state(self._executor, self._max_workers, name=self._name)
 
     def _schedule_component(  # type: ignore[override]

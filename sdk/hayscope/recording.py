@@ -26,7 +26,7 @@ from prometheus_client import Histogram
 from hayscope import active_context, genai, semconv
 from hayscope.active_context import SPAN_KEY
 from hayscope.content import content_capture, remember_secrets, scrub, secrets_of
-from hayscope.executor import ExecutorState
+from hayscope.executor import ExecutorState, loop_default_state
 from hayscope.gc_pauses import GcPauses
 from hayscope.metrics import GC_COMPONENT, Metrics, SampleRecord, exemplar_labels_for
 from hayscope.spans import SpanStarter, plain_values, set_trusted_attributes, span_context_fields
@@ -35,6 +35,9 @@ from hayscope.timing import NO_INNER_BLOCKING
 RUN_KEY = otel_context.create_key("hayscope.pipeline_run")
 # A wait longer than this gets a child span of its own, to be seen in a waterfall.
 WAIT_SPAN_THRESHOLD = 0.05
+
+# What a pipeline without an executor of its own runs its sync components in
+_LOOP_DEFAULT = object()
 
 STATUSES = (semconv.STATUS_OK, semconv.STATUS_ERROR, semconv.STATUS_CANCELLED)
 
@@ -154,11 +157,11 @@ class PipelineTelemetry:
     """Everything one `TracedAsyncPipeline` records with; built on its first run."""
 
     def __init__(
-        self, name: str, tracer: trace.Tracer, metrics: Metrics, executor: Callable[[], ExecutorState]
+        self, name: str, tracer: trace.Tracer, metrics: Metrics, executor: Callable[[], ExecutorState | None]
     ) -> None:
         self.name = name
         self._executor_factory = executor
-        self._executor: ExecutorState | None = None
+        self._executor: Any = None  # an ExecutorState, or _LOOP_DEFAULT
         self.spans = SpanStarter(tracer)
         self.metrics = metrics
         self.label = metrics.pipeline_names.admit(name)
@@ -176,10 +179,11 @@ class PipelineTelemetry:
 
     @property
     def executor(self) -> ExecutorState:
-        """Where this pipeline's sync components run on the async paths; made on first use."""
+        """Where this pipeline's sync components run on the async paths: its own pool or yours (made
+        on first use), or else the running loop's default executor, as haystack would use."""
         if self._executor is None:
-            self._executor = self._executor_factory()
-        return self._executor
+            self._executor = self._executor_factory() or _LOOP_DEFAULT
+        return loop_default_state() if self._executor is _LOOP_DEFAULT else self._executor
 
     def start_run(self, attributes: Mapping[str, AttributeValue], data: Any = None) -> PipelineRun:
         parent = active_context.get_current()
