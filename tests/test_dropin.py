@@ -10,8 +10,10 @@ itself reports (counted with a recording haystack tracer on the reference run).
 
 import asyncio
 import contextlib
+import copy
 import gc
 import inspect
+import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -1023,3 +1025,43 @@ def test_concurrent_runs_of_one_instance(capture: TelemetryCapture) -> None:
         span.parent.span_id for span in capture.spans() if span.name.startswith(COMPONENT_SPAN + " ") and span.parent
     )
     assert by_root == {root.context.span_id: 5 for root in roots}
+
+
+@pytest.mark.parametrize("ran_before", [False, True])
+def test_a_deep_copy_runs_like_its_original_and_reports_to_the_same_places(capture, ran_before) -> None:
+    original = capture.pipeline(name="copied")
+    original.add_component("first", AsyncAdd(1))
+    original.add_component("second", Add(10))
+    original.connect("first.value", "second.value")
+    if ran_before:
+        assert original.run({"first": {"value": 0}}) == {"second": {"value": 11}}
+
+    copied = copy.deepcopy(original)
+
+    assert copied is not original and copied == original
+    assert copied.get_component("first") is not original.get_component("first")
+    capture.clear()
+    assert asyncio.run(copied.run_async({"first": {"value": 1}})) == {"second": {"value": 12}}
+    assert sorted(span.name for span in capture.spans()) == [
+        "haystack.component.run first",
+        "haystack.component.run second",
+        "haystack.pipeline.run copied",
+    ]
+    assert copy.copy(original).run({"first": {"value": 2}}) == {"second": {"value": 13}}
+
+
+def test_a_pickled_pipeline_runs_like_its_original(capture) -> None:
+    original = capture.pipeline(name="pickled", max_workers=2)
+    original.add_component("first", AsyncAdd(1))
+    original.add_component("second", Add(10))
+    original.connect("first.value", "second.value")
+    assert asyncio.run(original.run_async({"first": {"value": 0}})) == {"second": {"value": 11}}
+
+    loaded = pickle.loads(pickle.dumps(original))
+
+    assert loaded == original and loaded.name == "pickled"
+    capture.clear()
+    loaded.configure_telemetry(**capture.pipeline_kwargs)  # the live objects telemetry goes to stay behind
+    assert asyncio.run(loaded.run_async({"first": {"value": 1}})) == {"second": {"value": 12}}
+    assert len(capture.spans_named("haystack.pipeline.run pickled")) == 1
+    assert capture.sample("hayscope_executor_workers_max", executor="pickled") == 4  # two pools of 2

@@ -9,6 +9,7 @@ to start the component's schedule wait.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import threading
 import time
@@ -37,6 +38,9 @@ from hayscope.timing import timed_on_loop, timed_on_thread
 __all__ = ["TracedAsyncPipeline"]
 
 DEFAULT_PIPELINE_NAME = "pipeline"
+
+# Attributes a copy shares with its original and a pickle leaves out: where telemetry goes.
+_SHARED_WITH_COPIES = ("_tracer_provider", "_registry", "_executor")
 
 INSTRUMENTATION_SCOPE = "hayscope"
 
@@ -127,6 +131,33 @@ class TracedAsyncPipeline(Pipeline):
         self._executor = executor
         self._max_workers = max_workers
         self.configure_telemetry(tracer_provider=tracer_provider, registry=registry)
+
+    def __copy__(self) -> Self:
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # What telemetry goes to (provider, registry, executor) is shared, not copied: a copy reports
+        # to the same places; the telemetry built from them is the copy's own, made on first use.
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            if key == "_telemetry":
+                value = None
+            elif key not in _SHARED_WITH_COPIES:
+                value = copy.deepcopy(value, memo)
+            copied.__dict__[key] = value
+        return copied
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Providers, registries and executors hold locks and threads: a pickled pipeline carries its
+        # components, name and max_workers, and once unpickled reports to the global provider and
+        # registry until `configure_telemetry()` says otherwise.
+        state = self.__dict__.copy()
+        state["_telemetry"] = None
+        state.update(dict.fromkeys(_SHARED_WITH_COPIES))
+        return state
 
     def add_component(self, name: str, instance: Component) -> Self:
         """As `haystack.Pipeline.add_component`, with errors that say what was passed and what to pass."""
