@@ -9,6 +9,9 @@ from __future__ import annotations
 import gzip
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -237,6 +240,44 @@ async def test_endpoint_forms_reach_the_collector(
         telemetry.force_flush()
         spans = receiver.wait_for_spans(3)
     assert_export_tree(spans, "haystack", transport_of(protocol))
+
+
+def test_a_list_of_exporters_exports_to_each(receiver: OtlpReceiver) -> None:
+    # In a process of its own, so that the console exporter prints to a stdout of our own to read.
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        sys.path.insert(0, sys.argv[1])
+        import test_otlp_export as here
+        with here.setup(otlp_protocol="grpc", otlp_endpoint=sys.argv[2]) as telemetry:
+            asyncio.run(here.run_traced(telemetry))
+            assert telemetry.force_flush()
+        """
+    )
+    environment = {**os.environ, "OTEL_TRACES_EXPORTER": "otlp, console", "HAYSTACK_TELEMETRY_ENABLED": "False"}
+    printed = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(__file__), receiver.grpc_endpoint],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=True,
+    ).stdout
+    assert_export_tree(receiver.wait_for_spans(3), "haystack", "grpc")
+    assert all(printed.count(f'"name": "{name}"') == 1 for name in (PIPELINE_SPAN, UPPER_SPAN, EXCLAIM_SPAN))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("otlp,none", r"OTEL_TRACES_EXPORTER='otlp,none' names 'none' beside exporters: give 'none' alone"),
+        ("otlp,zipkin", r"OTEL_TRACES_EXPORTER='otlp,zipkin' is not supported: use one of otlp, console, none"),
+    ],
+)
+def test_a_bad_list_of_exporters_is_refused(monkeypatch: pytest.MonkeyPatch, value: str, message: str) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+    with pytest.raises(ValueError, match=message):
+        setup()
 
 
 def test_the_traces_endpoint_variable_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:

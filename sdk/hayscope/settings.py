@@ -76,6 +76,24 @@ def choice(value: object, source: str, argument_name: str, allowed: tuple[str, .
 _HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?")
 
 
+def choices(value: object, source: str, argument_name: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of choices (as `OTEL_TRACES_EXPORTER` may be), each once, in order."""
+    if not isinstance(value, str):
+        return [choice(value, source, argument_name, allowed)]
+    picked: list[str] = []
+    for item in value.split(","):
+        try:
+            text = choice(item, source, argument_name, allowed)
+        except ValueError:
+            raise ValueError(
+                f"{_where(source, argument_name)}{value!r} is not supported: use one of {', '.join(allowed)}, "
+                "or several separated by commas."
+            ) from None
+        if text not in picked:
+            picked.append(text)
+    return picked
+
+
 def endpoint(value: object, source: str, argument_name: str) -> str:
     """The URL, its scheme in lower case (schemes are case-insensitive; the exporters compare them as text)."""
     parts = urlsplit(value.strip()) if isinstance(value, str) else None

@@ -428,3 +428,22 @@ class GuardedBatchSpanProcessor(BatchSpanProcessor):
         batch.shutdown(timeout_millis=(timeout - min(0.5, timeout / 4)) * 1000)
         # The SDK's thread takes nothing more off the queue now: what is left will never be exported.
         self._reporter.dropped(DROP_SHUTDOWN, len(queue), f"still queued when shutdown's {timeout:g}s ran out")
+
+
+class FanOutSpanExporter(SpanExporter):
+    """Exports every batch to each of several exporters (`OTEL_TRACES_EXPORTER=otlp,console`); a batch
+    counts as exported only when every exporter took it."""
+
+    def __init__(self, exporters: Sequence[SpanExporter]) -> None:
+        self.exporters = list(exporters)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        results = [exporter.export(spans) for exporter in self.exporters]
+        return SpanExportResult.SUCCESS if all(r is SpanExportResult.SUCCESS for r in results) else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all([exporter.force_flush(timeout_millis) for exporter in self.exporters])
+
+    def shutdown(self) -> None:
+        for exporter in self.exporters:
+            exporter.shutdown()

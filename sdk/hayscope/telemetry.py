@@ -43,6 +43,7 @@ from hayscope.span_export import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DropReporter,
     ExportLogLimiter,
+    FanOutSpanExporter,
     GuardedBatchSpanProcessor,
     GuardedSpanExporter,
     run_within,
@@ -175,7 +176,8 @@ def setup_telemetry(
 
     - `service_name` (`OTEL_SERVICE_NAME`, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, default
       `haystack`): the `service.name` resource attribute.
-    - `traces_exporter` (`OTEL_TRACES_EXPORTER`, default `otlp`): `otlp`, `console` or `none`.
+    - `traces_exporter` (`OTEL_TRACES_EXPORTER`, default `otlp`): `otlp`, `console` or `none`, or a
+      comma-separated list such as `otlp,console` (each batch goes to each).
       `span_exporter` replaces it with an exporter of your own.
     - `otlp_endpoint` (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, then `OTEL_EXPORTER_OTLP_ENDPOINT`;
       for http/protobuf the latter, and an argument without a path, get `/v1/traces`),
@@ -362,12 +364,33 @@ def _span_exporter(
     headers_argument: Mapping[str, str] | None,
     timeout_argument: float | None,
 ) -> _ExporterChoice | None:
+    """The exporters the settings ask for (`otlp,console`: both, each batch to each), or None for `none`."""
     value, source = settings.pick(exporter_argument, settings.OTEL_TRACES_EXPORTER)
-    kind = "otlp" if value is None else settings.choice(value, source, "traces_exporter", settings.EXPORTERS)
-    if kind == "none":
+    kinds = ["otlp"] if value is None else settings.choices(value, source, "traces_exporter", settings.EXPORTERS)
+    if "none" in kinds:
+        if len(kinds) > 1:
+            where = "traces_exporter=" if source == "argument" else f"{source}="
+            raise ValueError(f"{where}{value!r} names 'none' beside exporters: give 'none' alone, or leave it out.")
         return None
-    if kind == "console":
-        return _ExporterChoice(ConsoleSpanExporter, "console")
+    chosen = [
+        _ExporterChoice(ConsoleSpanExporter, "console")
+        if kind == "console"
+        else _otlp_exporter(endpoint_argument, protocol_argument, headers_argument, timeout_argument)
+        for kind in kinds
+    ]
+    if len(chosen) == 1:
+        return chosen[0]
+    return _ExporterChoice(
+        lambda: FanOutSpanExporter([choice.build() for choice in chosen]), " + ".join(c.endpoint for c in chosen)
+    )
+
+
+def _otlp_exporter(
+    endpoint_argument: str | None,
+    protocol_argument: str | None,
+    headers_argument: Mapping[str, str] | None,
+    timeout_argument: float | None,
+) -> _ExporterChoice:
     value, source = settings.pick(
         protocol_argument, settings.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, settings.OTEL_EXPORTER_OTLP_PROTOCOL
     )
