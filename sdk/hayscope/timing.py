@@ -116,6 +116,8 @@ def _blocked(
     themselves: not again as part of the `outer` step they ran in."""
     thread = threading.get_ident()
     threshold = BlockingSettings.by_thread.get(thread, DEFAULT_BLOCK_THRESHOLD)
+    if elapsed <= threshold:  # past the lowest threshold in use, not this loop's
+        return
     held_inside, collecting_inside = execution.inner_blocking
     execution.inner_blocking = NO_INNER_BLOCKING
     if outer is not None:  # this whole step ran inside one of `outer`'s
