@@ -67,7 +67,7 @@ RUNS = 24
 CONCURRENCY = 6
 FAILING = {5, 17}  # runs whose question makes the checker raise
 BLOCKING = {3, 15}  # runs on which the blocker holds the loop
-BLOCK_SECONDS = 0.12  # past the loop monitor's default threshold of 0.1 s
+BLOCK_SECONDS = 0.2  # past the loop monitor's default threshold of 0.1 s, even less a collection in it
 BOLD = "<b>bold</b>"
 MODES = {
     "retriever": semconv.MODE_ASYNC,
@@ -295,7 +295,8 @@ def test_blocked_seconds_come_from_the_counter(recorded: Recorded) -> None:
     counted = recorded.capture.sample(
         "hayscope_event_loop_blocked_seconds_total", pipeline="wonders", component="blocker"
     )
-    assert counted is not None and counted >= len(BLOCKING) * BLOCK_SECONDS
+    # (less what a garbage collection during a blocked step took: that is the collector's)
+    assert counted is not None and counted >= len(BLOCKING) * BLOCK_SECONDS * 0.9
     assert by_name(report)["blocker"].blocked_seconds == counted
     blocked = {(b.pipeline, b.component): b.seconds for b in report.loop.blocked}
     assert blocked[("wonders", "blocker")] == counted

@@ -19,7 +19,6 @@ import asyncio
 import sys
 import threading
 import time
-import traceback
 from types import FrameType, TracebackType
 
 import structlog
@@ -43,11 +42,18 @@ logger = structlog.get_logger("hayscope.loop")
 
 
 def stack_summary(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[str]:
-    """The innermost `limit` frames as 'file:line function', innermost first."""
-    if frame is None:
-        return []
-    frames = traceback.extract_stack(frame, limit=limit)
-    return [f"{f.filename}:{f.lineno} {f.name}" for f in reversed(frames)]
+    """The innermost `limit` frames as 'file:line function', innermost first.
+
+    The frames are another thread's: they are read in one short loop that reads no source file
+    (reading one lets that thread run on, and return from the frames being read: CPython 3.11 can
+    crash reading a frame that has returned meanwhile).
+    """
+    seen: list[tuple[str, int | None, str]] = []
+    while frame is not None and len(seen) < limit:
+        code = frame.f_code
+        seen.append((code.co_filename, frame.f_lineno, code.co_name))
+        frame = frame.f_back
+    return [f"{filename}:{line} {name}" for filename, line, name in seen]
 
 
 def check_interval(name: str, value: object) -> float:
@@ -91,7 +97,7 @@ class LoopLagMonitor:
             raise RuntimeError("this LoopLagMonitor is already running: stop() it first, or use another one")
         self._loop = loop or asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        BlockingSettings.watch(self._loop_thread, self.threshold)
+        BlockingSettings.watch(self, self._loop_thread, self.threshold)
         gc_pauses.install()
         self._stopping.clear()
         self._schedule(self._loop.time())
@@ -107,7 +113,7 @@ class LoopLagMonitor:
         self._stopping.set()
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join()
-        BlockingSettings.watch(self._loop_thread, None)
+        BlockingSettings.watch(self, self._loop_thread, None)
         self._loop = self._handle = self._watchdog = None
 
     async def __aenter__(self) -> LoopLagMonitor:

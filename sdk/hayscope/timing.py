@@ -35,8 +35,9 @@ NO_INNER_BLOCKING = (0.0, 0.0)
 class BlockingSettings:
     """Process-wide: from how long a step counts as blocking its thread's loop (set by LoopLagMonitor)."""
 
-    # loop thread id -> the threshold of the monitor watching that loop (others: the default)
+    # loop thread id -> the threshold of the monitors watching that loop (the lowest; others: the default)
     by_thread: dict[int, float] = {}
+    _watching: dict[int, tuple[int, float]] = {}  # id(monitor) -> its loop thread and threshold
     # the lowest threshold in use: a step no longer than this blocked no loop (checked on every step)
     threshold: float = DEFAULT_BLOCK_THRESHOLD
     # loop thread id -> time.monotonic() at which the last blocking step on it ended, and the
@@ -44,13 +45,17 @@ class BlockingSettings:
     last_block: dict[int, tuple[float, ComponentExecution | None]] = {}
 
     @classmethod
-    def watch(cls, thread: int, threshold: float | None) -> None:
-        """A monitor with `threshold` starts watching the loop on `thread` (None: it stops)."""
+    def watch(cls, monitor: object, thread: int, threshold: float | None) -> None:
+        """`monitor` starts watching the loop on `thread` with `threshold` (None: it stops)."""
         if threshold is None:
-            cls.by_thread.pop(thread, None)
+            cls._watching.pop(id(monitor), None)
         else:
-            cls.by_thread[thread] = threshold
-        cls.threshold = min([DEFAULT_BLOCK_THRESHOLD, *cls.by_thread.values()])
+            cls._watching[id(monitor)] = (thread, threshold)
+        by_thread: dict[int, float] = {}
+        for watched, its_threshold in cls._watching.values():
+            by_thread[watched] = min(its_threshold, by_thread.get(watched, its_threshold))
+        cls.by_thread = by_thread  # (a new dict: the loops' threads read it meanwhile)
+        cls.threshold = min([DEFAULT_BLOCK_THRESHOLD, *by_thread.values()])
 
 
 @types.coroutine  # awaitable as it is: no wrapper object, one call less per execution
