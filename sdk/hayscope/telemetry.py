@@ -263,24 +263,22 @@ def setup_telemetry(
         # those registered) undoes what was started.
         served = multiprocess_registry(mp_dir) if mp_dir is not None else registry
         server = _serve_metrics(served, address, mp_dir is not None) if address is not None else None
+        processor = limiter = None
         try:
             metrics = register_metrics(registry, duration_buckets=duration_buckets)
+            monitor = (
+                LoopLagMonitor(interval=loop_lag_interval, threshold=loop_block_threshold, registry=registry)
+                if monitor_event_loop
+                else None
+            )
+            if choice is not None:
+                reporter = DropReporter(metrics.spans_dropped, choice.endpoint)
+                rebuild = choice.build if choice.rebuild_after_fork else None
+                processor = GuardedBatchSpanProcessor(GuardedSpanExporter(choice.build(), reporter, rebuild), reporter)
         except BaseException:
             if server is not None:
                 server.stop()
             raise
-        monitor = (
-            LoopLagMonitor(interval=loop_lag_interval, threshold=loop_block_threshold, registry=registry)
-            if monitor_event_loop
-            else None
-        )
-        processor = limiter = None
-        if choice is not None:
-            reporter = DropReporter(metrics.spans_dropped, choice.endpoint)
-            processor = GuardedBatchSpanProcessor(
-                GuardedSpanExporter(choice.build(), reporter, rebuild=choice.build if choice.rebuild_after_fork else None),
-                reporter,
-            )
         if processor is not None:
             provider.add_span_processor(processor)
             limiter = ExportLogLimiter().install()
