@@ -6,9 +6,11 @@ Sleeps and CPU loops inside the components are the workload; the tests wait on r
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -424,6 +426,23 @@ async def test_a_loop_started_inside_a_component_does_not_wait_for_the_workers_o
     )
 
     assert results == [{"nested": {"thread": "asyncio_0"}}] * runs
+
+
+def test_a_loop_that_is_gone_leaves_no_executor_state_behind(capture):
+    pipeline = capture.pipeline(name="many_loops")
+    pipeline.add_component("where", NamesItsThread())
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def run_once() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        assert await pipeline.run_async({"where": {"value": 1}}) == {"where": {"thread": "asyncio_0"}}
+
+    for _ in range(5):
+        asyncio.run(run_once())
+    gc.collect()
+
+    assert [loop() for loop in loops] == [None] * 5
+    assert executor_gauges(capture, "default") == (None, None, None)
 
 
 async def test_pools_of_pipelines_of_one_name_are_summed_in_one_series(capture):

@@ -30,6 +30,7 @@ T = TypeVar("T")
 DEFAULT_EXECUTOR_NAME = "default"
 
 _states: weakref.WeakSet[ExecutorState] = weakref.WeakSet()
+_states_lock = threading.Lock()  # loops in other threads add states while a scrape lists them
 
 # One per submission: set once a worker has taken it, or once it was given up before that.
 Ticket = list[bool]
@@ -41,31 +42,35 @@ def default_max_workers() -> int:
 
 
 class _LoopDefault:
-    """A loop's default executor, reached as `asyncio.to_thread` reaches it."""
+    """A loop's default executor, reached as `asyncio.to_thread` reaches it. It holds its loop weakly:
+    a loop that is gone takes its state with it (see `_loop_defaults`)."""
 
     __slots__ = ("_loop",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Any:
-        # Straight to the loop's pool once it exists (asyncio keeps it in `_default_executor`):
-        # `run_in_executor` would check `fn` for a coroutine function on every call, ~10,000 CPU
-        # instructions per execution; it makes the pool on the first call, as for any other loop.
-        pool = getattr(self._loop, "_default_executor", None)
+        # (called on the running loop, which is alive.) Straight to the loop's pool once it exists
+        # (asyncio keeps it in `_default_executor`): `run_in_executor` would check `fn` for a
+        # coroutine function on every call, ~5,000 CPU instructions per execution; it makes the
+        # pool on the first call, as for any other loop.
+        loop: Any = self._loop()
+        pool = getattr(loop, "_default_executor", None)
         if pool is None:
-            return self._loop.run_in_executor(None, fn, *args)
+            return loop.run_in_executor(None, fn, *args)
         return pool.submit(fn, *args)
 
     @property
     def closed(self) -> bool:
-        return self._loop.is_closed()
+        loop = self._loop()
+        return loop is None or loop.is_closed()
 
     @property
     def _max_workers(self) -> int | None:
         # Read as the metrics collector reads any ThreadPoolExecutor's; before the loop's first
         # offload its pool does not exist yet, and will be made with asyncio's default size.
-        pool = getattr(self._loop, "_default_executor", None)
+        pool = getattr(self._loop(), "_default_executor", None)
         return default_max_workers() if pool is None else getattr(pool, "_max_workers", None)
 
 
@@ -81,7 +86,8 @@ class ExecutorState:
         self._lock = threading.Lock()
         self._queued = 0
         self._busy = 0
-        _states.add(self)
+        with _states_lock:
+            _states.add(self)
         if make_pool is not None:
             _reset_pools_after_fork()
 
@@ -195,10 +201,14 @@ def _reset_pools_after_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _states_lock
+    _states_lock = threading.Lock()  # (held by another thread of the parent, perhaps)
     for state in list(_states):
         state._after_fork_in_child()
 
 
 def live_states() -> list[ExecutorState]:
     """Every executor state still in use, for the metrics collector (a closed loop's default executor is not)."""
-    return [state for state in list(_states) if not getattr(state.executor, "closed", False)]
+    with _states_lock:
+        states = list(_states)
+    return [state for state in states if not getattr(state.executor, "closed", False)]
