@@ -445,6 +445,30 @@ def test_a_loop_that_is_gone_leaves_no_executor_state_behind(capture):
     assert executor_gauges(capture, "default") == (None, None, None)
 
 
+class UnhashablePool(ThreadPoolExecutor):
+    """An executor that compares by value, so it cannot be a dict key."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnhashablePool)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+async def test_your_executors_are_let_go_with_their_pipelines_and_need_not_be_hashable(capture):
+    pool = UnhashablePool(1)
+    pool_left = weakref.ref(pool)
+    pipeline = capture.pipeline(name="yours_let_go", executor=pool)
+    pipeline.add_component("where", NamesItsThread())
+    assert (await pipeline.run_async({"where": {"value": 1}}))["where"]["thread"].startswith("ThreadPoolExecutor")
+    assert executor_gauges(capture, "yours_let_go") == (0, 0, 1)
+    pool.shutdown()
+    del pipeline, pool
+    gc.collect()
+
+    assert pool_left() is None
+    assert executor_gauges(capture, "yours_let_go") == (None, None, None)
+
+
 async def test_pools_of_pipelines_of_one_name_are_summed_in_one_series(capture):
     release = threading.Event()
     twins = [capture.pipeline(name="twin", max_workers=1) for _ in range(2)]

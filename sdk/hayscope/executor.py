@@ -88,8 +88,7 @@ class ExecutorState:
         self._busy = 0
         with _states_lock:
             _states.add(self)
-        if make_pool is not None:
-            _reset_pools_after_fork()
+        _reset_pools_after_fork()
 
     def _after_fork_in_child(self) -> None:
         # The parent's counts and lock are not the child's; nor is the pool, when hayscope made it.
@@ -161,8 +160,10 @@ def executor_state(
     return None
 
 
-# an executor passed in -> its one state, whichever pipelines share it
-_yours: weakref.WeakKeyDictionary[Executor, ExecutorState] = weakref.WeakKeyDictionary()
+# id of an executor passed in -> its one state, whichever pipelines share it. Keyed by id (executors
+# need not be hashable), and held weakly: the state, which holds the executor, lives as long as a
+# pipeline uses it, so the id cannot be another executor's meanwhile.
+_yours: weakref.WeakValueDictionary[int, ExecutorState] = weakref.WeakValueDictionary()
 _yours_lock = threading.Lock()
 
 
@@ -170,9 +171,9 @@ def _state_of_yours(executor: Executor, name: str) -> ExecutorState:
     """One state per executor passed in, named after the first pipeline that runs work in it: two
     states would each count only their own pipeline's work and each report the whole pool's size."""
     with _yours_lock:
-        state = _yours.get(executor)
-        if state is None:
-            state = _yours[executor] = ExecutorState(name or f"custom-{id(executor):x}", executor)
+        state = _yours.get(id(executor))
+        if state is None or state.executor is not executor:
+            state = _yours[id(executor)] = ExecutorState(name or f"custom-{id(executor):x}", executor)
         return state
 
 
@@ -193,7 +194,7 @@ _fork_hook_registered = False
 
 
 def _reset_pools_after_fork() -> None:
-    """Once a pool exists: give every executor state a clean start in each forked child."""
+    """Once an executor state exists: give every one a clean start in each forked child."""
     global _fork_hook_registered
     if not _fork_hook_registered and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -315,8 +315,9 @@ def _resource(service_name: str | None) -> Resource:
     value, source = settings.pick(service_name, settings.OTEL_SERVICE_NAME)
     if value is not None:
         return Resource.create({SERVICE_NAME: settings.text(value, source, "service_name", "rag-api")})
-    if SERVICE_NAME in OTELResourceDetector().detect().attributes:
-        return Resource.create()
+    detected = OTELResourceDetector().detect().attributes.get(SERVICE_NAME)
+    if isinstance(detected, str) and detected.strip():
+        return Resource.create({SERVICE_NAME: detected.strip()})
     return Resource.create({SERVICE_NAME: settings.DEFAULT_SERVICE_NAME})
 
 
