@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
 
 from components import AsyncAdd
@@ -88,6 +89,7 @@ def test_a_port_in_use_is_refused_with_the_port_and_the_fix():
         ({"otlp_endpoint": "http://exa mple.com:4317"}, {}, r"'http://exa mple.com:4317' is not an OTLP endpoint"),
         ({"otlp_endpoint": "http://127.0.0 .1:4317"}, {}, r"'http://127.0.0 .1:4317' is not an OTLP endpoint"),
         ({"sampler": "always_on", "sampler_ratio": 0.5}, {}, r"sampler_ratio=0.5 would be ignored: sampler='always_on'"),
+        ({"sampler": ALWAYS_OFF, "sampler_ratio": 0.5}, {}, r"sampler_ratio=0.5 would be ignored: sampler=.* is a Sampler"),
         ({"sampler_ratio": 0.5}, {"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, r"OTEL_TRACES_SAMPLER='parent"),
         ({"traces_exporter": "zipkin"}, {}, r"traces_exporter='zipkin' is not supported: use one of otlp, console"),
         ({"sampler": "sometimes"}, {}, r"sampler='sometimes' is not supported: use one of always_on"),

@@ -445,5 +445,11 @@ class FanOutSpanExporter(SpanExporter):
         return all([exporter.force_flush(timeout_millis) for exporter in self.exporters])
 
     def shutdown(self) -> None:
-        for exporter in self.exporters:
-            exporter.shutdown()
+        failure: Exception | None = None
+        for exporter in self.exporters:  # every one, even after one fails
+            try:
+                exporter.shutdown()
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure

@@ -323,6 +323,11 @@ def _resource(service_name: str | None) -> Resource:
 
 def _sampler(argument: str | Sampler | None, ratio_argument: float | None) -> Sampler:
     if isinstance(argument, Sampler):
+        if ratio_argument is not None:
+            raise ValueError(
+                f"sampler_ratio={ratio_argument!r} would be ignored: sampler={argument!r} is a Sampler of "
+                "your own. Give it its ratio, or pass sampler='parentbased_traceidratio' with sampler_ratio."
+            )
         return argument
     value, source = settings.pick(argument, settings.OTEL_TRACES_SAMPLER)
     ratio_value, ratio_source = settings.pick(ratio_argument, settings.OTEL_TRACES_SAMPLER_ARG)

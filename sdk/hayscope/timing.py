@@ -121,10 +121,10 @@ def _blocked(
     themselves: not again as part of the `outer` step they ran in."""
     thread = threading.get_ident()
     threshold = BlockingSettings.by_thread.get(thread, DEFAULT_BLOCK_THRESHOLD)
-    if elapsed <= threshold:  # past the lowest threshold in use, not this loop's
-        return
     held_inside, collecting_inside = execution.inner_blocking
     execution.inner_blocking = NO_INNER_BLOCKING
+    if elapsed <= threshold:  # past the lowest threshold in use, not this loop's
+        return
     if outer is not None:  # this whole step ran inside one of `outer`'s
         held, collecting_then = outer.inner_blocking
         outer.inner_blocking = (held + elapsed, collecting_then + collecting)
