@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from haystack import Pipeline, SuperComponent, tracing
+from haystack import Pipeline, SuperComponent, component, tracing
+from haystack.components.agents import Agent
+from haystack.dataclasses import ChatMessage, ToolCall
+from haystack.tools import create_tool_from_function
 from haystack_integrations.tracing.opentelemetry import OpenTelemetryTracer
 from opentelemetry import trace
 
@@ -98,3 +102,49 @@ async def test_streams_leave_no_span_current_even_with_haystacks_tracer(capture,
     assert len(runs) == 3 and len({s.context.trace_id for s in runs}) == 3
     assert all(s.parent is None for s in runs)
     assert len(capture.spans()) == 3 * 4  # a pipeline span and one per execution: first, fast, held
+
+
+@component
+class ScriptedChatGenerator:
+    """Stands in for an LLM: asks for the `add` tool first, then answers with the tool's result."""
+
+    @component.output_types(replies=list[ChatMessage])
+    def run(self, messages: list[ChatMessage], tools: Any = None) -> dict[str, Any]:
+        last = messages[-1]
+        if last.tool_call_result is None:
+            return {"replies": [ChatMessage.from_assistant(tool_calls=[ToolCall("add", {"a": 2, "b": 3})])]}
+        return {"replies": [ChatMessage.from_assistant(f"The sum is {last.tool_call_result.result}.")]}
+
+
+def add(a: int, b: int) -> int:
+    """Adds two numbers."""
+    return a + b
+
+
+@pytest.mark.parametrize("path", ["run_async", "run"])
+async def test_agent_steps_and_tool_calls_nest_under_the_agents_span(capture, haystack_tracer, context_errors, path):
+    pipeline = capture.pipeline(name="agentic")
+    pipeline.add_component(
+        "agent", Agent(chat_generator=ScriptedChatGenerator(), tools=[create_tool_from_function(add)])
+    )
+    data = {"agent": {"messages": [ChatMessage.from_user("What is 2 + 3?")]}}
+
+    result = pipeline.run(data) if path == "run" else await pipeline.run_async(data)
+
+    assert result["agent"]["last_message"].text == "The sum is 5."
+    assert span_tree(capture.spans(), waits=False) == [
+        "haystack.pipeline.run agentic",
+        "  haystack.component.run agent",
+        "    haystack.agent.run",
+        "      haystack.agent.step",
+        "        haystack.agent.step.llm",
+        "        haystack.agent.step.tool",
+        "      haystack.agent.step",
+        "        haystack.agent.step.llm",
+    ]
+    spans = capture.spans()
+    assert len({span.context.trace_id for span in spans}) == 1
+    agent_span = capture.spans_named("haystack.component.run agent")[0]
+    assert agent_span.attributes["haystack.component.execution_mode"] == ("sync" if path == "run" else "async")
+    tool_span = capture.spans_named("haystack.agent.step.tool")[0]
+    assert tool_span.attributes["haystack.tool.name"] == "add"
