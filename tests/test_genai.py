@@ -164,6 +164,38 @@ async def test_odd_outputs_record_nothing_and_reach_the_caller_unchanged(capture
     assert not [key for key in attributes if key.startswith(("gen_ai.usage", "gen_ai.response"))]
 
 
+@component
+class UnconfiguredEmbedder:
+    """An embedder whose settings are properties that fail until configured; `run` needs none of them."""
+
+    @property
+    def model(self) -> str:
+        raise RuntimeError("no model configured")
+
+    @property
+    def api_base_url(self) -> str:
+        raise KeyError("EMBEDDER_BASE_URL")
+
+    @component.output_types(embedding=list[float])
+    def run(self, text: str) -> dict[str, Any]:
+        return {"embedding": [float(len(text))]}
+
+
+@pytest.mark.parametrize("path", ["run", "run_async"])
+async def test_settings_that_fail_to_read_are_left_out_and_the_run_goes_on(capture, path):
+    pipeline = capture.pipeline(name="unconfigured")
+    pipeline.add_component("embedder", UnconfiguredEmbedder())
+    data = {"embedder": {"text": "hello"}}
+
+    result = pipeline.run(data) if path == "run" else await pipeline.run_async(data)
+
+    assert result == {"embedder": {"embedding": [5.0]}}
+    attributes = span_of(capture, "embedder").attributes
+    assert attributes["gen_ai.operation.name"] == "embeddings"
+    assert "gen_ai.request.model" not in attributes and "server.address" not in attributes
+    assert attributes["hayscope.status"] == "ok"
+
+
 async def test_usage_that_is_not_a_count_is_left_out(capture):
     chat = ScriptedChat(usage={"prompt_tokens": "many", "completion_tokens": -3, "input_tokens": True})
     await rag(capture, chat).run_async(data())

@@ -89,8 +89,8 @@ def operation_of(instance: Any) -> GenAIOperation | None:
     """The GenAI operation a component instance performs, or None for any other component."""
     cls = type(instance)
     class_name = cls.__name__
-    inputs = getattr(instance, "__haystack_input__", None)
-    replies = "replies" in getattr(instance, "__haystack_output__", ())
+    inputs = _read(instance, "__haystack_input__")
+    replies = "replies" in (_read(instance, "__haystack_output__") or ())
     if replies and inputs is not None and "messages" in inputs:
         operation = CHAT
     elif replies and inputs is not None and "prompt" in inputs:
@@ -117,7 +117,7 @@ def result_of(operation: GenAIOperation, outputs: Mapping[str, Any], capture: co
     replies = outputs.get("replies")
     if isinstance(replies, list) and replies:
         first = replies[0]
-        meta = _mapping(getattr(first, "meta", None) or (outputs.get("meta") or [{}])[0])
+        meta = _mapping(_read(first, "meta") or (outputs.get("meta") or [{}])[0])
         reasons = [str(r) for r in (_reply_meta(reply).get("finish_reason") for reply in replies) if r]
         if reasons:
             attributes[RESPONSE_FINISH_REASONS] = reasons
@@ -165,7 +165,7 @@ def _provider(qualified_name: str) -> str:
 
 def _request_model(instance: Any) -> str:
     for attribute in _MODEL_ATTRIBUTES:
-        value = getattr(instance, attribute, None)
+        value = _read(instance, attribute)
         if isinstance(value, str) and value:
             # A model loaded from a local directory: its last two parts read like a hub id
             # ("sentence-transformers/all-MiniLM-L6-v2") and keep the label short.
@@ -174,7 +174,7 @@ def _request_model(instance: Any) -> str:
 
 
 def _server(instance: Any) -> dict[str, AttributeValue]:
-    url = getattr(instance, "api_base_url", None) or getattr(instance, "azure_endpoint", None)
+    url = _read(instance, "api_base_url") or _read(instance, "azure_endpoint")
     if not isinstance(url, str) or not url:
         return {}
     try:
@@ -190,12 +190,21 @@ def _server(instance: Any) -> dict[str, AttributeValue]:
     return attributes
 
 
+def _read(thing: Any, attribute: str) -> Any:
+    """`thing.attribute`, or None when reading it fails: a third-party component's property may
+    raise anything (a setting not configured yet), and its run must not fail for telemetry."""
+    try:
+        return getattr(thing, attribute, None)
+    except Exception:
+        return None
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
 def _reply_meta(reply: Any) -> Mapping[str, Any]:
-    return _mapping(getattr(reply, "meta", None))
+    return _mapping(_read(reply, "meta"))
 
 
 def _tokens(usage: Mapping[str, Any], *keys: str) -> int | None:
@@ -207,10 +216,11 @@ def _tokens(usage: Mapping[str, Any], *keys: str) -> int | None:
 
 
 def _message_json(message: Any) -> dict[str, str]:
-    role = getattr(message, "role", None)
-    text = getattr(message, "text", None)
+    role = _read(message, "role")
+    role_value = _read(role, "value")  # a ChatRole's value
+    text = _read(message, "text")
     return {
-        "role": str(getattr(role, "value", role) or "assistant"),
+        "role": str((role if role_value is None else role_value) or "assistant"),
         "content": text if isinstance(text, str) else str(message),
     }
 
