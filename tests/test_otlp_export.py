@@ -270,7 +270,7 @@ def test_a_list_of_exporters_exports_to_each(receiver: OtlpReceiver) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("otlp,none", r"OTEL_TRACES_EXPORTER='otlp,none' names 'none' beside exporters: give 'none' alone"),
+        ("otlp,none", r"OTEL_TRACES_EXPORTER='otlp,none' names 'none' beside others: give 'none' alone"),
         ("otlp,zipkin", r"OTEL_TRACES_EXPORTER='otlp,zipkin' is not supported: use one of otlp, console, none"),
     ],
 )

@@ -76,8 +76,9 @@ def choice(value: object, source: str, argument_name: str, allowed: tuple[str, .
 _HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?")
 
 
-def choices(value: object, source: str, argument_name: str, allowed: tuple[str, ...]) -> list[str]:
-    """A comma-separated list of choices (as `OTEL_TRACES_EXPORTER` may be), each once, in order."""
+def choices(value: object, source: str, argument_name: str, allowed: tuple[str, ...], alone: str = "") -> list[str]:
+    """A comma-separated list of choices (as `OTEL_TRACES_EXPORTER` may be), each once, in order;
+    `alone` is a choice that cannot stand beside others (`none`)."""
     if not isinstance(value, str):
         return [choice(value, source, argument_name, allowed)]
     picked: list[str] = []
@@ -91,6 +92,10 @@ def choices(value: object, source: str, argument_name: str, allowed: tuple[str, 
             ) from None
         if text not in picked:
             picked.append(text)
+    if alone in picked and len(picked) > 1:
+        raise ValueError(
+            f"{_where(source, argument_name)}{value!r} names {alone!r} beside others: give {alone!r} alone, or leave it out."
+        )
     return picked
 
 

@@ -370,11 +370,12 @@ def _span_exporter(
 ) -> _ExporterChoice | None:
     """The exporters the settings ask for (`otlp,console`: both, each batch to each), or None for `none`."""
     value, source = settings.pick(exporter_argument, settings.OTEL_TRACES_EXPORTER)
-    kinds = ["otlp"] if value is None else settings.choices(value, source, "traces_exporter", settings.EXPORTERS)
-    if "none" in kinds:
-        if len(kinds) > 1:
-            where = "traces_exporter=" if source == "argument" else f"{source}="
-            raise ValueError(f"{where}{value!r} names 'none' beside exporters: give 'none' alone, or leave it out.")
+    kinds = (
+        ["otlp"]
+        if value is None
+        else settings.choices(value, source, "traces_exporter", settings.EXPORTERS, alone="none")
+    )
+    if kinds == ["none"]:
         return None
     chosen = [
         _ExporterChoice(ConsoleSpanExporter, "console")
