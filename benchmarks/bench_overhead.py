@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 from haystack import Pipeline, component, tracing
 from haystack.core.component.types import Variadic
+from haystack.core.pipeline.base import PipelineBase
 from haystack_integrations.tracing.opentelemetry.tracer import OpenTelemetryTracer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -224,7 +225,7 @@ class WithoutScheduleHook(TracedAsyncPipeline):
     attribute invalidates the interpreter's caches for that class, which the next runs of every
     hayscope variant would pay for, every cycle."""
 
-    _schedule_component = Pipeline._schedule_component  # type: ignore[assignment]
+    _consume_component_inputs = vars(PipelineBase)["_consume_component_inputs"]  # haystack's staticmethod
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 from haystack import Pipeline
+from haystack.core.pipeline.base import PipelineBase
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -246,7 +247,9 @@ NO_LOOP_HELD_TIMER = _first_patchable(
     (Patch(hayscope_pipeline, "timed_on_loop", _passthrough_timer),),
     (Patch(hayscope_pipeline, "LoopHeldTimer", _passthrough_timer),),
 )
-NO_SCHEDULE_HOOK = (Patch(TracedAsyncPipeline, "_schedule_component", Pipeline._schedule_component),)
+NO_SCHEDULE_HOOK = (
+    Patch(TracedAsyncPipeline, "_consume_component_inputs", vars(PipelineBase)["_consume_component_inputs"]),
+)
 
 
 @contextlib.contextmanager

@@ -3,14 +3,13 @@
 It delegates everything to haystack. It overrides only the entry points (`run`, `run_async_generator`,
 which `run_async` and `stream` go through) to open the run's span, and the two methods haystack calls
 to execute one component (`_run_component_async`, `_run_component`) to open the component's span,
-and the two with which it decides to run one (`_schedule_component`, `_run_component_in_isolation`)
-to start the component's schedule wait.
+and the two that mark the moment it decides to run one (`_consume_component_inputs`,
+`_run_component_in_isolation`), the start of the component's schedule wait.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -85,16 +84,6 @@ class TracedAsyncPipeline(Pipeline):
         default executor, the one haystack uses.
     :param max_workers: instead of `executor`, a pool of this many threads for this pipeline.
     """
-
-    # What `super()._schedule_component` is for instances of this class (haystack's method, or a mixin's
-    # after this class in the MRO), resolved once per class: a `super()` lookup on every execution
-    # costs ~2 us when, as between two executions, it has dropped out of the CPU caches. (A method
-    # patched onto one of those classes after this class was made is not seen.)
-    _next_schedule_component: Any
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._next_schedule_component = _schedule_component_after(cls)
 
     def __init__(
         self,
@@ -224,40 +213,18 @@ class TracedAsyncPipeline(Pipeline):
     def _make_executor_state(self) -> ExecutorState | None:
         return executor_state(self._executor, self._max_workers, name=self._name)
 
-    def _schedule_component(  # type: ignore[override]
-        self,
-        *,
-        component_name: str,
-        inputs: Any,
-        pipeline_outputs: Any,
-        component_visits: Any,
-        running_tasks: Any,
-        scheduled_components: Any,
-        ready_sem: Any,
-        cached_receivers: Any,
-        include_outputs_from: Any,
-        parent_span: Any,
-    ) -> None:
-        # The moment haystack decides to run a component: the start of its schedule wait. Every
-        # argument is passed on by name, as haystack passes them (a `**kwargs` pass-through costs
-        # ~5,000 CPU instructions per execution, building and unpacking the dict); a haystack whose
-        # method takes other arguments gets `_schedule_component_any_arguments` instead (see below).
-        # current_run() and run.scheduled_now() are inlined: this runs for every execution.
+    def _consume_component_inputs(
+        self, component_name: str, component: dict[str, Any], inputs: Any, is_resume: bool = False
+    ) -> dict[str, Any]:
+        # haystack takes a component's inputs the moment it decides to run it: on the async paths, the
+        # start of its schedule wait (a greedy-variadic component's began earlier, see below). Every
+        # execution passes here; current_run() is inlined.
         run: PipelineRun | None = active_context.get_current().get(RUN_KEY)
         if run is not None:
-            run.scheduled[component_name] = time.perf_counter()
-        self._next_schedule_component(
-            component_name=component_name,
-            inputs=inputs,
-            pipeline_outputs=pipeline_outputs,
-            component_visits=component_visits,
-            running_tasks=running_tasks,
-            scheduled_components=scheduled_components,
-            ready_sem=ready_sem,
-            cached_receivers=cached_receivers,
-            include_outputs_from=include_outputs_from,
-            parent_span=parent_span,
-        )
+            scheduled = run.scheduled
+            if scheduled is not None and component_name not in scheduled:
+                scheduled[component_name] = time.perf_counter()
+        return super()._consume_component_inputs(component_name, component, inputs, is_resume)
 
     async def _run_component_in_isolation(  # type: ignore[override]
         self, *, component_name: str, **kwargs: Any
@@ -288,7 +255,8 @@ class TracedAsyncPipeline(Pipeline):
         snapshot_callback: SnapshotCallback | None = None,
     ) -> dict[str, Any]:
         """Runs the pipeline synchronously, exactly as `haystack.Pipeline.run`, inside a pipeline span."""
-        run = self._get_telemetry().start_run(self._run_attributes("sync"), data)
+        # (No schedule waits: on this path haystack runs each component as soon as it picks it.)
+        run = self._get_telemetry().start_run(self._run_attributes("sync"), data, schedule_waits=False)
         token = active_context.attach(run.context)
         try:
             result = super().run(
@@ -434,38 +402,6 @@ class TracedAsyncPipeline(Pipeline):
             active_context.detach(token)
         execution.finish(component_visits[component_name], outputs=outputs)
         return outputs
-
-
-def _schedule_component_any_arguments(self: TracedAsyncPipeline, **kwargs: Any) -> None:
-    """`TracedAsyncPipeline._schedule_component` for a haystack whose method takes other arguments."""
-    run = current_run()
-    if run is not None:
-        run.scheduled_now(kwargs["component_name"])
-    self._next_schedule_component(**kwargs)
-
-
-def _schedule_component_after(cls: type[TracedAsyncPipeline]) -> Any:
-    """The `_schedule_component` that follows `TracedAsyncPipeline`'s in `cls`'s MRO (None if there is none)."""
-    return getattr(super(TracedAsyncPipeline, cls), "_schedule_component", None)
-
-
-TracedAsyncPipeline._next_schedule_component = _schedule_component_after(TracedAsyncPipeline)
-
-
-def _keyword_only_parameters(method: Any) -> tuple[str, ...] | None:
-    """The names of `method`'s parameters after `self` when all of them are keyword-only, else None."""
-    if method is None:
-        return None
-    parameters = list(inspect.signature(method).parameters.values())[1:]
-    if all(parameter.kind is inspect.Parameter.KEYWORD_ONLY for parameter in parameters):
-        return tuple(parameter.name for parameter in parameters)
-    return None
-
-
-if _keyword_only_parameters(getattr(Pipeline, "_schedule_component", None)) != _keyword_only_parameters(
-    TracedAsyncPipeline._schedule_component
-):
-    TracedAsyncPipeline._schedule_component = _schedule_component_any_arguments  # type: ignore[method-assign]
 
 
 def _breaks_here(break_point: Breakpoint | None, component_name: str, component_visits: dict[str, int]) -> bool:

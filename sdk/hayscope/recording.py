@@ -185,13 +185,15 @@ class PipelineTelemetry:
             self._executor = self._executor_factory() or _LOOP_DEFAULT
         return loop_default_state() if self._executor is _LOOP_DEFAULT else self._executor
 
-    def start_run(self, attributes: Mapping[str, AttributeValue], data: Any = None) -> PipelineRun:
+    def start_run(
+        self, attributes: Mapping[str, AttributeValue], data: Any = None, *, schedule_waits: bool = True
+    ) -> PipelineRun:
         parent = active_context.get_current()
         span = _start_span(self.spans, self.span_name, parent, None, attributes)
         if data is not None and content_capture().enabled and span.is_recording():
             span.set_attributes(_content_attributes(semconv.PIPELINE_INPUT_DATA, data))
         self.buffer.add(self._started_record)
-        return PipelineRun(self, span, parent)
+        return PipelineRun(self, span, parent, schedule_waits)
 
     def component(self, name: str, instance: Any, mode: str) -> ComponentTelemetry:
         key = (name, type(instance), mode)
@@ -318,7 +320,9 @@ class PipelineRun:
         "telemetry",
     )
 
-    def __init__(self, telemetry: PipelineTelemetry, span: Span, parent: otel_context.Context) -> None:
+    def __init__(
+        self, telemetry: PipelineTelemetry, span: Span, parent: otel_context.Context, schedule_waits: bool = True
+    ) -> None:
         self.telemetry = telemetry
         self.span = span
         self.recording = span.is_recording()  # sampled or not, decided once for the whole run
@@ -327,8 +331,9 @@ class PipelineRun:
         self.context = Context({**parent, SPAN_KEY: span, RUN_KEY: self})
         # Set once haystack's own tracer has asked for this run's pipeline span (see haystack_bridge).
         self.haystack_span_claimed = False
-        # component name -> perf_counter when haystack scheduled it; popped when it starts
-        self.scheduled: dict[str, float] = {}
+        # component name -> perf_counter when haystack chose to run it, popped when it starts; None:
+        # this run measures no schedule waits
+        self.scheduled: dict[str, float] | None = {} if schedule_waits else None
         self._started = time.perf_counter()
 
     def start_component(
@@ -340,7 +345,8 @@ class PipelineRun:
         if component is None:
             component = self.telemetry.component(name, instance, mode)
         now = time.perf_counter()
-        scheduled_at = self.scheduled.pop(name, None)
+        scheduled = self.scheduled
+        scheduled_at = None if scheduled is None else scheduled.pop(name, None)
         schedule_wait = None if scheduled_at is None else now - scheduled_at
         start_ns = None
         if self.recording:
@@ -373,8 +379,10 @@ class PipelineRun:
         return execution
 
     def scheduled_now(self, name: str) -> None:
-        """The pipeline has just decided to run `name` (haystack's _schedule_component)."""
-        self.scheduled[name] = time.perf_counter()
+        """The pipeline has just decided to run `name`: its schedule wait starts, unless it has already."""
+        scheduled = self.scheduled
+        if scheduled is not None and name not in scheduled:
+            scheduled[name] = time.perf_counter()
 
     def finish(self, error: BaseException | None = None, outputs: Any = None) -> None:
         self.telemetry.end_run(self.span, self._started, error, outputs)
