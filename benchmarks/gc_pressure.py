@@ -11,6 +11,8 @@ collection (which stops the event loop for 100 ms and more in a large process). 
    exported yet), per execution, by type.
 2. Time spent collecting (`gc.callbacks`) and collections per generation over K sequential runs,
    per execution, in N rounds with the variants interleaved.
+3. How long one full collection of this process takes, and how long after `gc.freeze()` (what the
+   report's verdict suggests when collections block the event loop).
 """
 
 import argparse
@@ -100,6 +102,35 @@ async def collection_time(rounds: int, runs: int) -> None:
         variant.shutdown()
 
 
+def _full_collection_ms() -> float:
+    started = time.perf_counter()
+    gc.collect()
+    return (time.perf_counter() - started) * 1e3
+
+
+async def full_collection_and_freeze(runs: int = 500) -> None:
+    variant = bench.Variant("hayscope", hayscope=True)
+    pipeline = variant.build(WORKLOAD)
+    await bench.run_sequential(pipeline, WORKLOAD, 200)
+    variant.settle()
+    tracked = len(gc.get_objects())
+    rows = [("after startup and 200 runs", [_full_collection_ms() for _ in range(3)])]
+    gc.freeze()
+    try:
+        rows.append(("right after gc.freeze()", [_full_collection_ms() for _ in range(3)]))
+        await bench.run_sequential(pipeline, WORKLOAD, runs)
+        variant.settle()
+        rows.append((f"after {runs} more runs", [_full_collection_ms() for _ in range(3)]))
+    finally:
+        gc.unfreeze()
+        variant.shutdown()
+    print(f"\n### One full collection ({tracked:,} tracked objects after startup)\n")
+    print("| when | ms per full collection, median of 3 |")
+    print("|---|---:|")
+    for when, times in rows:
+        print(f"| {when} | {statistics.median(times):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -107,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     asyncio.run(surviving_objects())
     asyncio.run(collection_time(args.rounds, args.runs))
+    asyncio.run(full_collection_and_freeze())
 
 
 if __name__ == "__main__":

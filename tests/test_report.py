@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from components import AsyncAdd, Gate, SyncAdd
 from hayscope import LoopLagMonitor, semconv
+from hayscope.metrics import GC_COMPONENT, NO_COMPONENT, register_metrics
 from hayscope.pipeline import TracedAsyncPipeline
 from hayscope.report import (
     SCHEMA_VERSION,
@@ -442,6 +443,17 @@ def test_verdict_blocked_event_loop() -> None:
     assert "blocked" not in verdict([LLM, stats("parser", blocked=0.04)])
 
 
+def test_verdict_garbage_collection_that_blocked_the_loop() -> None:
+    assert verdict([LLM], gc_blocked_seconds=0.45) == (
+        "llm: 71% of run time; garbage collection stopped the event loop for 0.45 s: call gc.freeze() "
+        "once startup is done (models loaded, pipelines built), so that full collections skip all it made"
+    )
+    assert "garbage" not in verdict([LLM], gc_blocked_seconds=0.04)
+    # the collector and the components compete as blockers, by seconds
+    assert "parser blocked" in verdict([LLM, stats("parser", blocked=0.6)], gc_blocked_seconds=0.45)
+    assert "garbage collection" in verdict([LLM, stats("parser", blocked=0.3)], gc_blocked_seconds=0.45)
+
+
 def test_verdict_schedule_wait() -> None:
     ranker = stats("ranker", total=2.0, schedule=0.9)
     assert verdict([LLM, ranker]) == (
@@ -648,6 +660,23 @@ def test_several_pipelines_are_reported_apart(capture: TelemetryCapture) -> None
     text = render_text(report)
     assert "alpha/add" in text and "beta/add" in text
     assert report.verdict.split(":")[0] in ("alpha/add", "beta/add")
+
+
+def test_the_verdict_names_garbage_collection_counted_under_gc(capture: TelemetryCapture) -> None:
+    pipeline = capture.pipeline(name="rag")
+    pipeline.add_component("add", AsyncAdd())
+    asyncio.run(pipeline.run_async({"add": {"value": 1}}))
+    # what the loop monitor counts for two full collections that stopped the loop during runs
+    blocked = register_metrics(capture.registry).event_loop_blocked
+    blocked.labels("rag", GC_COMPONENT).inc(0.25)
+    blocked.labels(NO_COMPONENT, GC_COMPONENT).inc(0.15)
+
+    report = build_report(capture.spans(), capture.registry, None, wall_seconds=1.0)
+
+    assert report.verdict.endswith(
+        "garbage collection stopped the event loop for 0.40 s: call gc.freeze() once startup is done "
+        "(models loaded, pipelines built), so that full collections skip all it made"
+    )
 
 
 class EveryOtherRun(Sampler):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hayscope import semconv
+from hayscope.metrics import GC_COMPONENT
 from hayscope.report.spans import KIND_COMPONENT, KIND_RUN, SpanRecord, records_of, text
 from hayscope.report.stats import (
     PERCENTILE_METHOD,
@@ -249,7 +250,7 @@ def _build(
         executor=_executor(points),
         timeline=points,
         slowest_run=waterfall,
-        verdict=verdict(components),
+        verdict=verdict(components, sum(b.seconds for b in metrics.blocked if b.component == GC_COMPONENT)),
         notes=notes,
         **totals,
     )

@@ -27,21 +27,24 @@ def percent(fraction: float) -> str:
     return f"{round(fraction * 100)}%"
 
 
-def verdict(components: Sequence[ComponentStats]) -> str:
+def verdict(components: Sequence[ComponentStats], gc_blocked_seconds: float = 0.0) -> str:
     """The largest contributor and the most significant actionable cause, in one line.
 
     1. The head names the component with the largest `share_of_run_time`.
     2. The causes:
        - a component that blocked the event loop more than BLOCKED_SECONDS_LIMIT: move the blocking
          call to a thread or await an async API;
+       - garbage collections that stopped the loop (`gc_blocked_seconds`, counted under `(gc)`) more
+         than BLOCKED_SECONDS_LIMIT: freeze what startup made (`gc.freeze()`), which full
+         collections then skip;
        - a thread component queued for a worker more than QUEUE_SHARE_LIMIT of its time: raise
          max_workers or give it its own executor;
        - a component that waited to start (held back by the concurrency limit, or by an event loop
          busy elsewhere) more than SCHEDULE_SHARE_LIMIT of its time: raise concurrency_limit, or
          check the loop lag.
        Share-based causes that cost less than NOISE_SHARE of all component time are noise.
-    3. The most significant cause: a blocked loop comes first, the component that blocked it
-       longest. While the loop is blocked nothing else on it runs, so a block also shows up as
+    3. The most significant cause: a blocked loop comes first, the component (or the collector)
+       that blocked it longest. While the loop is blocked nothing else on it runs, so a block also shows up as
        every other run's schedule wait; its true cost is its seconds times all that was in flight.
        Otherwise the queue or schedule wait that cost the most seconds in total.
     The verdict is "<head>; <cause>", the head and a note that nothing stands out, or
@@ -59,6 +62,15 @@ def verdict(components: Sequence[ComponentStats]) -> str:
     head = f"{label(top)}: {percent(top.share_of_run_time)} of run time"
     floor = NOISE_SHARE * sum(c.total_seconds for c in measured)
     causes: list[tuple[int, float, str]] = []  # (precedence, seconds, text)
+    if gc_blocked_seconds > BLOCKED_SECONDS_LIMIT:
+        causes.append(
+            (
+                1,
+                gc_blocked_seconds,
+                f"garbage collection stopped the event loop for {gc_blocked_seconds:.2f} s: call gc.freeze() "
+                "once startup is done (models loaded, pipelines built), so that full collections skip all it made",
+            )
+        )
     for c in measured:
         if c.blocked_seconds > BLOCKED_SECONDS_LIMIT:
             causes.append(
