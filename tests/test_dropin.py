@@ -34,7 +34,7 @@ from haystack.core.errors import (
 )
 from haystack.core.super_component import SuperComponent
 from haystack.dataclasses import ChatMessage, StreamingCallbackT, StreamingChunk
-from haystack.dataclasses.breakpoints import Breakpoint
+from haystack.dataclasses.breakpoints import Breakpoint, PipelineSnapshot
 
 from hayscope import TracedAsyncPipeline
 from hayscope.haystack_bridge import HaystackTracerBridge
@@ -901,6 +901,27 @@ def test_breakpoint_opens_no_component_span(capture: TelemetryCapture) -> None:
     _loop_to_breakpoint(traced)
 
     assert traced_executions(capture, traced) == recorder.executions()
+
+
+def test_resuming_from_a_breakpoint_snapshot_same_as_haystack(capture: TelemetryCapture) -> None:
+    def stop(pipeline: Pipeline) -> PipelineSnapshot:
+        with pytest.raises(BreakpointException) as stopped:
+            pipeline.run({"joiner": {"value": 0}, "router": {"limit": 5}}, break_point=Breakpoint("inc", visit_count=2))
+        return stopped.value.pipeline_snapshot
+
+    reference = loop(_haystack_new)
+    snapshot = stop(reference)
+    with recording_haystack_tracer() as recorder:
+        expected = reference.run({}, pipeline_snapshot=snapshot)
+    traced = loop(_traced_new(capture))
+    snapshot = stop(traced)
+    capture.clear()
+    actual = traced.run({}, pipeline_snapshot=snapshot)
+
+    assert actual == expected
+    # the resumed run is a run of its own, with a span for each execution after the breakpoint
+    assert traced_executions(capture, traced) == recorder.executions()
+    assert recorder.executions()["inc"] >= 1
 
 
 @component
