@@ -4,8 +4,8 @@ By default a sync component runs where haystack would run it: in the running loo
 executor, as `asyncio.to_thread` does (each loop has its own, `loop.set_default_executor` picks
 it, and a loop started inside a component does not wait for workers of the loop that runs it).
 `TracedAsyncPipeline(max_workers=N)` gives a pipeline a pool of its own, and `executor=` runs in
-yours; an executor passed to several pipelines is one executor in the metrics, named after the first
-of them. `ExecutorState` counts what it runs: submissions waiting for a worker and workers busy;
+yours; an executor passed to several pipelines is one executor in the metrics, named after its
+threads (`thread_name_prefix`) or else the first of them. `ExecutorState` counts what it runs: submissions waiting for a worker and workers busy;
 the metrics collector reads those counts when Prometheus scrapes, so counting costs the hot path a
 few lock round-trips and nothing else.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -168,13 +169,27 @@ _yours_lock = threading.Lock()
 
 
 def _state_of_yours(executor: Executor, name: str) -> ExecutorState:
-    """One state per executor passed in, named after the first pipeline that runs work in it: two
-    states would each count only their own pipeline's work and each report the whole pool's size."""
+    """One state per executor passed in, named after its threads (`thread_name_prefix`) or else the
+    first pipeline that runs work in it: two states would each count only their own pipeline's work
+    and each report the whole pool's size."""
     with _yours_lock:
         state = _yours.get(id(executor))
         if state is None or state.executor is not executor:
-            state = _yours[id(executor)] = ExecutorState(name or f"custom-{id(executor):x}", executor)
+            name = _named_threads(executor) or name or f"custom-{id(executor):x}"
+            state = _yours[id(executor)] = ExecutorState(name, executor)
         return state
+
+
+# The prefix a ThreadPoolExecutor gives its threads when none is chosen: numbered per pool, not a name.
+_UNNAMED_POOL = re.compile(r"ThreadPoolExecutor-\d+")
+
+
+def _named_threads(executor: Executor) -> str | None:
+    """The `thread_name_prefix` chosen for a ThreadPoolExecutor, if one was."""
+    prefix = getattr(executor, "_thread_name_prefix", None) if isinstance(executor, ThreadPoolExecutor) else None
+    if not isinstance(prefix, str) or not prefix or _UNNAMED_POOL.fullmatch(prefix):
+        return None
+    return prefix
 
 
 # event loop -> the state of its default executor (the states of several loops are summed in metrics)
