@@ -341,39 +341,28 @@ def executor_gauges(capture, executor: str) -> tuple[float | None, float | None,
     )
 
 
-async def test_a_pool_shared_by_pipelines_is_one_executor_in_the_metrics(capture):
+@pytest.mark.parametrize(
+    ("prefix", "names", "label"),
+    [("", ("rag", "ingest"), "rag"), ("embedders", ("answer", "index"), "embedders")],
+    ids=["labelled with the first pipeline", "labelled with its threads' name"],
+)
+async def test_a_pool_shared_by_pipelines_is_one_executor_in_the_metrics(capture, prefix, names, label):
     release = threading.Event()
-    pool = ThreadPoolExecutor(2)
-    pipelines = [capture.pipeline(name=name, executor=pool) for name in ("rag", "ingest")]
+    pool = ThreadPoolExecutor(2, thread_name_prefix=prefix)
+    pipelines = [capture.pipeline(name=name, executor=pool) for name in names]
     for pipeline in pipelines:
         pipeline.add_component("embed", Held(release))
 
     runs = asyncio.gather(*(p.run_async({"embed": {"value": i}}) for p in pipelines for i in range(2)))
     try:
-        await until(lambda: executor_gauges(capture, "rag") == (2, 2, 2), "2 busy and 2 queued in one pool of 2")
-        assert executor_gauges(capture, "ingest") == (None, None, None)
+        await until(lambda: executor_gauges(capture, label) == (2, 2, 2), "2 busy and 2 queued in one pool of 2")
+        for other in set(names) - {label}:
+            assert executor_gauges(capture, other) == (None, None, None)
     finally:
         release.set()
         await runs
         pool.shutdown()
-    assert executor_gauges(capture, "rag") == (0, 0, 2)
-
-
-async def test_a_shared_pool_with_named_threads_is_labelled_with_their_name(capture):
-    release = threading.Event()
-    pool = ThreadPoolExecutor(2, thread_name_prefix="embedders")
-    pipelines = [capture.pipeline(name=name, executor=pool) for name in ("answer", "index")]
-    for pipeline in pipelines:
-        pipeline.add_component("embed", Held(release))
-
-    runs = asyncio.gather(*(p.run_async({"embed": {"value": i}}) for p in pipelines for i in range(2)))
-    try:
-        await until(lambda: executor_gauges(capture, "embedders") == (2, 2, 2), "2 busy and 2 queued in the pool")
-        assert executor_gauges(capture, "answer") == executor_gauges(capture, "index") == (None, None, None)
-    finally:
-        release.set()
-        await runs
-        pool.shutdown()
+    assert executor_gauges(capture, label) == (0, 0, 2)
 
 
 @component
