@@ -21,7 +21,7 @@ from haystack.core.component.types import GreedyVariadic
 from prometheus_client import generate_latest
 
 from hayscope import LoopLagMonitor, TracedAsyncPipeline
-from hayscope.executor import default_max_workers
+from hayscope.executor import default_max_workers, executor_state
 from hayscope.metrics import NO_COMPONENT
 from hayscope.testing import TelemetryCapture
 
@@ -365,6 +365,19 @@ async def test_a_pool_shared_by_pipelines_is_one_executor_in_the_metrics(capture
     assert executor_gauges(capture, label) == (0, 0, 2)
 
 
+@pytest.mark.parametrize(
+    ("prefix", "label"),
+    [("embedders", "embedders"), ("", "rag"), ("default", "rag"), ("ThreadPoolExecutor-7", "rag")],
+    ids=["chosen", "none", "the loops' default executors' label", "like the numbered one"],
+)
+def test_a_pool_is_labelled_with_its_threads_name_only_when_one_was_chosen(prefix, label):
+    pool = ThreadPoolExecutor(1, thread_name_prefix=prefix)
+    try:
+        assert executor_state(pool, name="rag").name == label
+    finally:
+        pool.shutdown()
+
+
 @component
 class NamesItsThread:
     @component.output_types(thread=str)
@@ -524,9 +537,11 @@ class PassOn:
 class InputsSeen(Pipeline):
     """A user's mixin that follows TracedAsyncPipeline in the MRO and sees every component's inputs taken."""
 
-    def _consume_component_inputs(self, component_name: str, *args: Any) -> dict[str, Any]:
+    def _consume_component_inputs(
+        self, component_name: str, component: dict[str, Any], inputs: Any, *, is_resume: bool = False
+    ) -> dict[str, Any]:
         self.consumed.append(component_name)
-        return super()._consume_component_inputs(component_name, *args)
+        return super()._consume_component_inputs(component_name, component, inputs, is_resume=is_resume)
 
 
 @pytest.mark.parametrize("path", ["run", "run_async"])

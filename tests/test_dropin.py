@@ -11,6 +11,7 @@ itself reports (counted with a recording haystack tracer on the reference run).
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import gc
 import inspect
 import pickle
@@ -35,6 +36,7 @@ from haystack.core.errors import (
 from haystack.core.super_component import SuperComponent
 from haystack.dataclasses import ChatMessage, StreamingCallbackT, StreamingChunk
 from haystack.dataclasses.breakpoints import Breakpoint, PipelineSnapshot
+from haystack.utils.base_serialization import _deserialize_value_with_schema, _serialize_value_with_schema
 
 from hayscope import TracedAsyncPipeline
 from hayscope.haystack_bridge import HaystackTracerBridge
@@ -922,6 +924,38 @@ def test_resuming_from_a_breakpoint_snapshot_same_as_haystack(capture: Telemetry
     # the resumed run is a run of its own, with a span for each execution after the breakpoint
     assert traced_executions(capture, traced) == recorder.executions()
     assert recorder.executions()["inc"] >= 1
+
+
+def _wrapped_and_joined(new: NewPipeline) -> Pipeline:
+    p = new()
+    p.add_component("join", ListJoiner(list[str]))
+    for name in ("a", "b"):
+        p.add_component(name, Wrap(tag=name + ":"))
+        p.connect(f"{name}.values", "join.values")
+    return p
+
+
+def _in_the_legacy_format(snapshot: PipelineSnapshot) -> PipelineSnapshot:
+    """The same snapshot as older haystack versions wrote it: inputs by socket, without their senders
+    (`inputs_format` None), which haystack resumes through `_consume_component_inputs(is_resume=True)`."""
+    state = snapshot.pipeline_state
+    inputs = {
+        name: {socket: [entry["value"] for entry in entries] for socket, entries in sockets.items()}
+        for name, sockets in _deserialize_value_with_schema(state.inputs).items()
+    }
+    legacy = dataclasses.replace(state, inputs=_serialize_value_with_schema(inputs), inputs_format=None)
+    return dataclasses.replace(snapshot, pipeline_state=legacy)
+
+
+def test_resuming_from_a_legacy_snapshot_same_as_haystack(capture: TelemetryCapture) -> None:
+    def resumed(pipeline: Pipeline) -> Any:
+        with pytest.raises(BreakpointException) as stopped:
+            pipeline.run({"a": {"text": "x"}, "b": {"text": "y"}}, break_point=Breakpoint("join", visit_count=0))
+        return pipeline.run({}, pipeline_snapshot=_in_the_legacy_format(stopped.value.pipeline_snapshot))
+
+    expected = resumed(_wrapped_and_joined(_haystack_new))
+    assert expected == {"join": {"values": ["a:x", "b:y"]}}
+    assert resumed(_wrapped_and_joined(_traced_new(capture))) == expected
 
 
 @component

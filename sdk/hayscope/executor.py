@@ -5,9 +5,9 @@ executor, as `asyncio.to_thread` does (each loop has its own, `loop.set_default_
 it, and a loop started inside a component does not wait for workers of the loop that runs it).
 `TracedAsyncPipeline(max_workers=N)` gives a pipeline a pool of its own, and `executor=` runs in
 yours; an executor passed to several pipelines is one executor in the metrics, named after its
-threads (`thread_name_prefix`) or else the first of them. `ExecutorState` counts what it runs: submissions waiting for a worker and workers busy;
-the metrics collector reads those counts when Prometheus scrapes, so counting costs the hot path a
-few lock round-trips and nothing else.
+threads (`thread_name_prefix`) or else the first of them. `ExecutorState` counts what it runs:
+submissions waiting for a worker and workers busy; the metrics collector reads those counts when
+Prometheus scrapes, so counting costs the hot path a few lock round-trips and nothing else.
 
 A forked child (gunicorn with `preload_app`, multiprocessing's `fork`) gets new pools for the ones
 hayscope made: a `ThreadPoolExecutor` copied by fork has no threads, yet counts its parent's idle
@@ -185,9 +185,10 @@ _UNNAMED_POOL = re.compile(r"ThreadPoolExecutor-\d+")
 
 
 def _named_threads(executor: Executor) -> str | None:
-    """The `thread_name_prefix` chosen for a ThreadPoolExecutor, if one was."""
+    """The `thread_name_prefix` chosen for a ThreadPoolExecutor, if one was (and is not the loops'
+    default executors' label, with which its series would be summed)."""
     prefix = getattr(executor, "_thread_name_prefix", None) if isinstance(executor, ThreadPoolExecutor) else None
-    if not isinstance(prefix, str) or not prefix or _UNNAMED_POOL.fullmatch(prefix):
+    if not isinstance(prefix, str) or prefix in ("", DEFAULT_EXECUTOR_NAME) or _UNNAMED_POOL.fullmatch(prefix):
         return None
     return prefix
 

@@ -224,7 +224,7 @@ class TracedAsyncPipeline(Pipeline):
             scheduled = run.scheduled
             if scheduled is not None and component_name not in scheduled:
                 scheduled[component_name] = time.perf_counter()
-        return super()._consume_component_inputs(component_name, component, inputs, is_resume)
+        return super()._consume_component_inputs(component_name, component, inputs, is_resume=is_resume)
 
     async def _run_component_in_isolation(  # type: ignore[override]
         self, *, component_name: str, **kwargs: Any
