@@ -44,9 +44,9 @@ def verdict(components: Sequence[ComponentStats], gc_blocked_seconds: float = 0.
          check the loop lag.
        Share-based causes that cost less than NOISE_SHARE of all component time are noise.
     3. The most significant cause: a blocked loop comes first, the component (or the collector)
-       that blocked it longest. While the loop is blocked nothing else on it runs, so a block also shows up as
-       every other run's schedule wait; its true cost is its seconds times all that was in flight.
-       Otherwise the queue or schedule wait that cost the most seconds in total.
+       that blocked it longest. While the loop is blocked nothing else on it runs, so a block also
+       shows up as every other run's schedule wait; its true cost is its seconds times all that was
+       in flight. Otherwise the queue or schedule wait that cost the most seconds in total.
     The verdict is "<head>; <cause>", the head and a note that nothing stands out, or
     NOTHING_RECORDED without executions.
     """
