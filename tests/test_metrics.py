@@ -114,6 +114,20 @@ async def test_pipeline_names_beyond_the_cap_fold_into_the_overflow_value(captur
     assert capture.spans_named("haystack.pipeline.run tenant-104")
 
 
+async def test_executor_names_beyond_the_cap_fold_into_the_overflow_value(capture):
+    pipelines = []
+    for i in range(MAX_PIPELINE_LABEL_VALUES + 5):
+        pipeline = capture.pipeline(name=f"pool-{i}", max_workers=1)  # each with a pool of its own
+        pipeline.add_component("embed", SyncAdd(1))
+        await pipeline.run_async({"embed": {"value": 0}})
+        pipelines.append(pipeline)  # (a pool is in the metrics while its pipeline lives)
+
+    families = {f.name: f for f in text_string_to_metric_families(openmetrics(capture.registry).decode())}
+    workers = {s.labels["executor"]: s.value for s in families["hayscope_executor_workers_max"].samples}
+    assert len(workers) <= MAX_PIPELINE_LABEL_VALUES + 1
+    assert workers[OVERFLOW_LABEL_VALUE] >= 5  # the later pools' workers, summed
+
+
 def test_every_metric_comes_from_the_catalogue_with_its_help_unit_and_labels(capture):
     two_components(capture).run({"embed": {"value": 0}})
 

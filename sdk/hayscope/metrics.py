@@ -497,7 +497,7 @@ class Metrics:
         self.spans_dropped = self._counter(SPANS_DROPPED)
         for reason in DROP_REASONS:  # every reason exists at zero from the start, for rate queries
             self.spans_dropped.labels(reason)
-        registry.register(_ExecutorCollector())
+        registry.register(_ExecutorCollector(_BoundedValues(MAX_PIPELINE_LABEL_VALUES)))
 
     def _histogram(self, spec: MetricSpec, buckets: Sequence[float] | None = None) -> Histogram:
         histogram = _Histogram(
@@ -526,14 +526,18 @@ class Metrics:
 
 class _ExecutorCollector(Collector):
     """The executor gauges, read from the executors' own counts at scrape time. Executors of the same
-    name (pipelines of one name, each with a pool of its own) are summed: one series per name."""
+    name (pipelines of one name, each with a pool of its own) are summed: one series per name, and
+    past `names`' cap one for all the names that came later."""
+
+    def __init__(self, names: _BoundedValues) -> None:
+        self._names = names
 
     def collect(self) -> Iterator[Metric]:
         busy: dict[str, float] = {}
         queued: dict[str, float] = {}
         most: dict[str, float | None] = {}
         for state in live_states():
-            name = state.name
+            name = self._names.admit(state.name)
             busy[name] = busy.get(name, 0) + state.busy
             queued[name] = queued.get(name, 0) + state.queued
             known = most.get(name, 0)
