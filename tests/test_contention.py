@@ -287,10 +287,10 @@ async def test_a_thread_pool_too_small_shows_as_queue_wait_not_as_slow_component
     pipeline.add_component("embed", SleepingSync(0.2))
     busy_seen: list[float] = []
 
-    async def watch_busy_workers() -> None:  # a scrape every 5 ms, as a dashboard would see it
+    async def watch_busy_workers() -> None:  # a scrape every 20 ms, as a dashboard would see it
         while True:
             busy_seen.append(capture.sample("hayscope_executor_workers_busy", executor="sized") or 0)
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)
 
     watcher = asyncio.create_task(watch_busy_workers())
     try:
