@@ -31,6 +31,7 @@ from hayscope.testing import TelemetryCapture
 
 PLANTED = "sk-planted0123456789abcdefPLANTED"
 PLANTED_ENV = "hs-env-secret-4f1c2b9e77"
+PLANTED_REPLACEMENT = "replaced-credential-7d3e1a0c55"
 
 
 @pytest.fixture(autouse=True)
@@ -146,6 +147,36 @@ async def test_a_planted_key_never_leaves_in_spans_logs_or_metrics(capture, monk
         assert SECRET_PLACEHOLDER.encode() in wire  # captured, with the credentials replaced
     failed = [s for s in capture.spans() if s.attributes.get("hayscope.status") == "error"]
     assert failed and all(PLANTED not in str(event.attributes) for s in failed for event in s.events)
+
+
+@component
+class Careless:
+    """Quotes its whole credential in a plain-text output."""
+
+    def __init__(self, key: str) -> None:
+        self.api_key = Secret.from_token(key)
+
+    @component.output_types(answer=str)
+    def run(self, query: str) -> dict[str, Any]:
+        return {"answer": f"{query}, asked with {self.api_key.resolve_value()}"}
+
+
+async def test_a_component_added_again_under_its_name_has_its_own_secret_scrubbed(capture):
+    # The first instance has run: the one added in its place (another credential) is another component.
+    configure_content_capture(True)
+    pipeline = capture.pipeline(name="secrets")
+    pipeline.add_component("careless", Careless(PLANTED))
+    await pipeline.run_async({"careless": {"query": "q"}})
+    pipeline.remove_component("careless")
+    pipeline.add_component("careless", Careless(PLANTED_REPLACEMENT))
+    capture.clear()
+
+    result = await pipeline.run_async({"careless": {"query": "q"}})
+
+    assert result["careless"]["answer"] == f"q, asked with {PLANTED_REPLACEMENT}"
+    wire = exported_bytes(capture)
+    assert PLANTED_REPLACEMENT.encode() not in wire
+    assert f"q, asked with {SECRET_PLACEHOLDER}".encode() in wire
 
 
 def test_scrub_removes_credential_shapes_and_keeps_ordinary_text():

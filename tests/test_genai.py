@@ -103,6 +103,23 @@ async def test_a_chat_generator_span_carries_the_genai_attributes_from_its_repli
     }
 
 
+async def test_a_generator_added_again_under_its_name_is_recorded_with_its_own_model(capture):
+    pipeline = rag(capture, ScriptedChat(model="scripted-1"))
+    await pipeline.run_async(data())
+    pipeline.remove_component("llm")
+    pipeline.add_component("llm", ScriptedChat(model="scripted-2"))
+    pipeline.connect("prompt_builder.prompt", "llm.messages")
+    capture.clear()
+
+    await pipeline.run_async(data())
+
+    assert span_of(capture, "llm").attributes["gen_ai.request.model"] == "scripted-2"
+    labels = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "test_genai"}
+    duration = "gen_ai_client_operation_duration_seconds_count"
+    assert capture.sample(duration, **labels, gen_ai_request_model="scripted-1") == 1
+    assert capture.sample(duration, **labels, gen_ai_request_model="scripted-2") == 1
+
+
 async def test_retriever_and_embedder_spans_name_their_operation_and_others_get_nothing(capture):
     pipeline = rag(capture, ScriptedChat())
     pipeline.add_component("embedder", TinyTextEmbedder())

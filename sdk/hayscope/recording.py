@@ -166,7 +166,8 @@ class PipelineTelemetry:
         self.metrics = metrics
         self.label = metrics.pipeline_names.admit(name)
         self.span_name = f"{semconv.PIPELINE_SPAN} {name}"
-        self.components: dict[tuple[str, type, str], ComponentTelemetry] = {}
+        # (name, mode) -> the telemetry of the instance last run under that name
+        self.components: dict[tuple[str, str], ComponentTelemetry] = {}
         self.buffer = metrics.buffer
         in_flight = metrics.pipeline_runs_in_flight.labels(self.label)
         self._started_record: SampleRecord = _record(self.buffer.kind((), ((in_flight, 1),)), (), None)
@@ -196,9 +197,11 @@ class PipelineTelemetry:
         return PipelineRun(self, span, parent, schedule_waits)
 
     def component(self, name: str, instance: Any, mode: str) -> ComponentTelemetry:
-        key = (name, type(instance), mode)
+        """The telemetry of `instance` under `name`: made anew when another instance took the name
+        (a component removed and added again), whose model, server and secrets may differ."""
+        key = (name, mode)
         telemetry = self.components.get(key)
-        if telemetry is None:
+        if telemetry is None or telemetry.instance is not instance:
             telemetry = self.components[key] = ComponentTelemetry(self, name, instance, mode)
         return telemetry
 
@@ -225,6 +228,7 @@ class ComponentTelemetry:
         "ended",
         "genai",
         "genai_duration",
+        "instance",
         "layouts",
         "metrics",
         "on_loop",
@@ -236,6 +240,7 @@ class ComponentTelemetry:
 
     def __init__(self, pipeline: PipelineTelemetry, name: str, instance: Any, mode: str) -> None:
         component_type = type(instance)
+        self.instance = instance
         metrics = self.metrics = pipeline.metrics
         component_label = metrics.component_names.admit(name)
         type_label = metrics.component_types.admit(component_type.__name__)
@@ -341,8 +346,8 @@ class PipelineRun:
     ) -> ComponentExecution:
         """Open the execution's span; it starts when the pipeline scheduled the component, if it did."""
         # (This and ComponentExecution.finish run for every execution: they inline their lookups.)
-        component = self.telemetry.components.get((name, type(instance), mode))
-        if component is None:
+        component = self.telemetry.components.get((name, mode))
+        if component is None or component.instance is not instance:
             component = self.telemetry.component(name, instance, mode)
         now = time.perf_counter()
         scheduled = self.scheduled
