@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -25,6 +25,17 @@ from hayscope.testing import TelemetryCapture
         (lambda: TracedAsyncPipeline(registry="default"), TypeError, r"registry='default' is not a prometheus_client"),
         (lambda: TracedAsyncPipeline(tracer_provider=object()), TypeError, r"is not an opentelemetry TracerProvider"),
         (lambda: TracedAsyncPipeline(executor=4), TypeError, r"executor=4 is not a concurrent.futures.Executor"),
+        (
+            lambda: TracedAsyncPipeline(executor=ProcessPoolExecutor(1)),
+            TypeError,
+            r"executor=<concurrent.futures.process.ProcessPoolExecutor object at .*> runs work in other processes, "
+            r"where a pipeline's component instances cannot go: pass a ThreadPoolExecutor, or max_workers=N",
+        ),
+        (
+            lambda: TracedAsyncPipeline("rag"),
+            TypeError,
+            r"metadata='rag' is not a dict: to name the pipeline pass name='rag' \(haystack.Pipeline's first",
+        ),
         (lambda: TracedAsyncPipeline(max_workers=0), ValueError, r"max_workers=0 must be a whole number of threads"),
         (lambda: TracedAsyncPipeline(max_workers=True), ValueError, r"max_workers=True must be a whole number"),
         (lambda: TracedAsyncPipeline(max_workers="8"), ValueError, r"max_workers='8' must be a whole number"),

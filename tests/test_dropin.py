@@ -1105,6 +1105,26 @@ def test_a_deep_copy_runs_like_its_original_and_reports_to_the_same_places(captu
     assert copy.copy(original).run({"first": {"value": 2}}) == {"second": {"value": 13}}
 
 
+def test_copies_and_a_reconfigured_pipeline_share_the_pool_max_workers_made(capture) -> None:
+    original = capture.pipeline(name="pooled", max_workers=1)
+    original.add_component("slow", Add(1))
+    copied = copy.deepcopy(original)
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            original.run_async({"slow": {"value": 0}}), copied.run_async({"slow": {"value": 1}})
+        )
+
+    assert asyncio.run(both()) == [{"slow": {"value": 1}}, {"slow": {"value": 2}}]
+    original.configure_telemetry(name="renamed")  # new telemetry, the same pool
+    assert asyncio.run(original.run_async({"slow": {"value": 2}})) == {"slow": {"value": 3}}
+
+    spans = capture.spans_named("haystack.component.run slow")
+    assert len(spans) == 3 and len({span.attributes["thread.id"] for span in spans}) == 1  # one worker for all
+    assert spans[0].attributes["thread.name"].startswith("hayscope-pooled")
+    assert capture.sample("hayscope_executor_workers_max", executor="pooled") == 1
+
+
 def test_a_pickled_pipeline_runs_like_its_original(capture) -> None:
     original = capture.pipeline(name="pickled", max_workers=2)
     original.add_component("first", AsyncAdd(1))

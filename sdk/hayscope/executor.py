@@ -161,6 +161,24 @@ def executor_state(
     return None
 
 
+class OwnPool:
+    """The pool `max_workers` gives a pipeline, made on its first use: one for the pipeline, its
+    copies, and the telemetry rebuilt after `configure_telemetry()`, as an executor passed in is."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._state: ExecutorState | None = None
+        self._lock = threading.Lock()  # copies may run first in two threads at once
+
+    def state(self, name: str) -> ExecutorState:
+        """The pool's state; `name`, the pipeline's, labels it and its threads when it is made."""
+        with self._lock:
+            if self._state is None:
+                self._state = executor_state(max_workers=self.max_workers, name=name)
+            assert self._state is not None
+            return self._state
+
+
 # id of an executor passed in -> its one state, whichever pipelines share it. Keyed by id (executors
 # need not be hashable), and held weakly: the state, which holds the executor, lives as long as a
 # pipeline uses it, so the id cannot be another executor's meanwhile.

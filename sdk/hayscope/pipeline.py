@@ -13,7 +13,7 @@ import copy
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, Self
 
 from haystack import Pipeline, tracing
@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from hayscope import active_context, gc_pauses, semconv
 from hayscope._version import __version__
-from hayscope.executor import ExecutorState, executor_state
+from hayscope.executor import ExecutorState, OwnPool, executor_state
 from hayscope.haystack_bridge import ensure_bridge
 from hayscope.metrics import register_metrics
 from hayscope.offload import offloaded
@@ -39,7 +39,7 @@ __all__ = ["TracedAsyncPipeline"]
 DEFAULT_PIPELINE_NAME = "pipeline"
 
 # Attributes a copy shares with its original and a pickle leaves out: where telemetry goes.
-_SHARED_WITH_COPIES = ("_tracer_provider", "_registry", "_executor")
+_SHARED_WITH_COPIES = ("_tracer_provider", "_registry", "_executor", "_own_pool")
 
 INSTRUMENTATION_SCOPE = "hayscope"
 
@@ -97,6 +97,11 @@ class TracedAsyncPipeline(Pipeline):
         executor: Executor | None = None,
         max_workers: int | None = None,
     ) -> None:
+        if isinstance(metadata, str):  # TracedAsyncPipeline("rag"): haystack's first argument is metadata
+            raise TypeError(
+                f"metadata={metadata!r} is not a dict: to name the pipeline pass name={metadata!r} "
+                "(haystack.Pipeline's first positional argument is its metadata)."
+            )
         super().__init__(
             metadata=metadata,
             max_runs_per_component=max_runs_per_component,
@@ -111,6 +116,11 @@ class TracedAsyncPipeline(Pipeline):
                 f"executor={executor!r} is not a concurrent.futures.Executor: pass a ThreadPoolExecutor, "
                 "or max_workers=N for a pool of N threads, or neither for the loop's default executor."
             )
+        if isinstance(executor, ProcessPoolExecutor):
+            raise TypeError(
+                f"executor={executor!r} runs work in other processes, where a pipeline's component "
+                "instances cannot go: pass a ThreadPoolExecutor, or max_workers=N for a pool of N threads."
+            )
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
         ):
@@ -119,6 +129,7 @@ class TracedAsyncPipeline(Pipeline):
             raise ValueError("pass executor= or max_workers=, not both: max_workers sizes a pool hayscope makes.")
         self._executor = executor
         self._max_workers = max_workers
+        self._own_pool = None if max_workers is None else OwnPool(max_workers)
         self.configure_telemetry(tracer_provider=tracer_provider, registry=registry)
 
     def __copy__(self) -> Self:
@@ -211,7 +222,12 @@ class TracedAsyncPipeline(Pipeline):
         return telemetry
 
     def _make_executor_state(self) -> ExecutorState | None:
-        return executor_state(self._executor, self._max_workers, name=self._name)
+        if self._max_workers is None:
+            return executor_state(self._executor, name=self._name)
+        own_pool = getattr(self, "_own_pool", None)
+        if own_pool is None:  # unpickled: a pool of its own, in this process
+            own_pool = self._own_pool = OwnPool(self._max_workers)
+        return own_pool.state(self._name)
 
     def _consume_component_inputs(
         self, component_name: str, component: dict[str, Any], inputs: Any, is_resume: bool = False
