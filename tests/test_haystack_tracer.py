@@ -82,6 +82,33 @@ async def test_haystack_internal_spans_nest_under_the_component_span(capture, ha
     assert inner_component.attributes["haystack.component.name"] == "inner_add"
 
 
+@pytest.mark.parametrize("path", ["run_async", "run"])
+async def test_a_traced_pipeline_nested_in_a_component_has_one_span_per_execution(
+    capture, haystack_tracer, context_errors, path
+):
+    inner = capture.pipeline(name="inner")
+    inner.add_component("inner_add", SyncAdd(5))
+    pipeline = capture.pipeline(name="outer")
+    pipeline.add_component("first", AsyncAdd(1))
+    pipeline.add_component("wrapped", SuperComponent(pipeline=inner))
+    pipeline.connect("first.value", "wrapped.value")
+
+    if path == "run":
+        result = pipeline.run({"first": {"value": 0}})
+    else:
+        result = await pipeline.run_async({"first": {"value": 0}})
+
+    assert result == {"wrapped": {"value": 6}}
+    # The inner run's pipeline span is its own, not haystack's beside it.
+    assert span_tree(capture.spans(), waits=False) == [
+        "haystack.pipeline.run outer",
+        "  haystack.component.run first",
+        "  haystack.component.run wrapped",
+        "    haystack.pipeline.run inner",
+        "      haystack.component.run inner_add",
+    ]
+
+
 async def test_streams_leave_no_span_current_even_with_haystacks_tracer(capture, haystack_tracer, context_errors):
     gate = Gate()
     pipeline = capture.pipeline(name="streamed")

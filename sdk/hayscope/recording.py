@@ -333,7 +333,8 @@ class PipelineRun:
         self.recording = span.is_recording()  # sampled or not, decided once for the whole run
         self.span_context = span.get_span_context()  # the parent of its executions' spans
         self.sampled = _sampled(span)
-        self.context = Context({**parent, SPAN_KEY: span, RUN_KEY: self})
+        # (A run started inside a component, a nested pipeline's, is not that component's execution.)
+        self.context = Context({**parent, SPAN_KEY: span, RUN_KEY: self, EXECUTION_KEY: None})
         # Set once haystack's own tracer has asked for this run's pipeline span (see haystack_bridge).
         self.haystack_span_claimed = False
         # component name -> perf_counter when haystack chose to run it, popped when it starts; None:
