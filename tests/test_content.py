@@ -209,6 +209,18 @@ def test_to_text_handles_cycles_depth_bytes_secrets_and_odd_objects():
     assert '"odd": "<Hostile>"' in text and '"3": "inf"' in text
 
 
+def test_to_text_keeps_token_counts_and_hides_values_under_credential_keys():
+    usage = {"prompt_tokens": 42, "completion_tokens": 7, "max_tokens": 256, "token_count": 3.0}
+    credentials = {"access_token": "opaque-1", "tokens": ["opaque-2"], "password": 1234, "refresh_tokens_x": "opaque-3"}
+
+    text = to_text({"usage": usage, "auth": credentials})
+
+    assert json.loads(text) == {
+        "usage": usage,
+        "auth": {"access_token": "[secret]", "tokens": "[secret]", "password": "[secret]", "refresh_tokens_x": "[secret]"},
+    }
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
     lambda children: st.lists(children, max_size=6)

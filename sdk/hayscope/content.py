@@ -88,6 +88,8 @@ _current = ContentCapture()
 SECRET_PLACEHOLDER: Final = "[secret]"
 # Keys whose values are credentials, whatever their type (api_key, Authorization, x-api-key, password...).
 _SECRET_KEY = re.compile(r"(?i)(api[_-]?key|authori[sz]ation|password|passwd|secret|token|credential|cookie)")
+# ...except counts of tokens (prompt_tokens, max_tokens, token_count): numbers, not credentials.
+_TOKEN_COUNT_KEY = re.compile(r"(?i)tokens(?:_|$)|token_count")
 # Credential shapes in free text: bearer tokens and the prefixes API keys are issued with.
 _SECRET_TEXT = re.compile(
     r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"
@@ -224,11 +226,15 @@ class _Renderer:
             name = key if isinstance(key, str) else repr(key)
             self.string(name)
             self.emit(": ")
-            if _SECRET_KEY.search(name) and item is not None:
+            if _SECRET_KEY.search(name) and item is not None and not _token_count(name, item):
                 self.string(SECRET_PLACEHOLDER)
             else:
                 self.render(item, depth + 1, seen)
         self.emit("}")
+
+
+def _token_count(name: str, item: Any) -> bool:
+    return type(item) in (int, float) and _TOKEN_COUNT_KEY.search(name) is not None
 
 
 def _items(mapping: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
