@@ -124,8 +124,29 @@ async def test_executor_names_beyond_the_cap_fold_into_the_overflow_value(captur
 
     families = {f.name: f for f in text_string_to_metric_families(openmetrics(capture.registry).decode())}
     workers = {s.labels["executor"]: s.value for s in families["hayscope_executor_workers_max"].samples}
-    assert len(workers) <= MAX_PIPELINE_LABEL_VALUES + 1
-    assert workers[OVERFLOW_LABEL_VALUE] >= 5  # the later pools' workers, summed
+    assert len(workers) == MAX_PIPELINE_LABEL_VALUES + 1
+    assert workers[OVERFLOW_LABEL_VALUE] == 5  # the later pools' workers, summed
+
+
+async def test_a_registry_exports_the_executors_of_its_own_pipelines_only(capture):
+    # (the capture's registry: pipelines with a pool of their own; another: one in the loop's default executor)
+    pooled = capture.pipeline(name="pooled", max_workers=2)
+    pooled.add_component("embed", SyncAdd(1))
+    other_registry = CollectorRegistry()
+    in_default = TracedAsyncPipeline(
+        name="in-default", tracer_provider=capture.tracer_provider, registry=other_registry
+    )
+    in_default.add_component("embed", SyncAdd(1))
+
+    await pooled.run_async({"embed": {"value": 0}})
+    await in_default.run_async({"embed": {"value": 0}})
+
+    def executors(registry: CollectorRegistry) -> set[str]:
+        families = {f.name: f for f in text_string_to_metric_families(openmetrics(registry).decode())}
+        return {s.labels["executor"] for s in families["hayscope_executor_workers_max"].samples}
+
+    assert executors(capture.registry) == {"pooled"}
+    assert executors(other_registry) == {"default"}
 
 
 def test_every_metric_comes_from_the_catalogue_with_its_help_unit_and_labels(capture):

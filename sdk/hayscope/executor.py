@@ -107,6 +107,11 @@ class ExecutorState:
         return self._busy
 
     @property
+    def is_loop_default(self) -> bool:
+        """Whether this is a loop's default executor (see `loop_default_state`)."""
+        return isinstance(self.executor, _LoopDefault)
+
+    @property
     def max_workers(self) -> int | None:
         """The executor's size, when it says (a ThreadPoolExecutor does)."""
         workers = getattr(self.executor, "_max_workers", None)

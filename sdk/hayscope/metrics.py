@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
-from hayscope.executor import live_states
+from hayscope.executor import ExecutorState, live_states
 
 __all__ = [
     "CATALOGUE",
@@ -497,7 +497,8 @@ class Metrics:
         self.spans_dropped = self._counter(SPANS_DROPPED)
         for reason in DROP_REASONS:  # every reason exists at zero from the start, for rate queries
             self.spans_dropped.labels(reason)
-        registry.register(_ExecutorCollector(_BoundedValues(MAX_PIPELINE_LABEL_VALUES)))
+        self.executors = _ExecutorCollector(_BoundedValues(MAX_PIPELINE_LABEL_VALUES))
+        registry.register(self.executors)
 
     def _histogram(self, spec: MetricSpec, buckets: Sequence[float] | None = None) -> Histogram:
         histogram = _Histogram(
@@ -525,18 +526,35 @@ class Metrics:
 
 
 class _ExecutorCollector(Collector):
-    """The executor gauges, read from the executors' own counts at scrape time. Executors of the same
-    name (pipelines of one name, each with a pool of its own) are summed: one series per name, and
-    past `names`' cap one for all the names that came later."""
+    """The executor gauges, read from the executors' own counts at scrape time: of the executors that
+    pipelines reporting to this registry use. Executors of the same name (pipelines of one name, each
+    with a pool of its own) are summed: one series per name, and past `names`' cap one for all the
+    names that came later."""
 
     def __init__(self, names: _BoundedValues) -> None:
         self._names = names
+        self._used: weakref.WeakSet[ExecutorState] = weakref.WeakSet()
+        self._loop_defaults_used = False
+        self._lock = threading.Lock()  # pipelines in other threads report while a scrape reads
+
+    def report(self, state: ExecutorState | None) -> None:
+        """A pipeline of this registry runs its sync components in `state` (None: in the running
+        loop's default executor, whichever loop that is)."""
+        with self._lock:
+            if state is None:
+                self._loop_defaults_used = True
+            else:
+                self._used.add(state)
 
     def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            used, loop_defaults_used = set(self._used), self._loop_defaults_used
         busy: dict[str, float] = {}
         queued: dict[str, float] = {}
         most: dict[str, float | None] = {}
         for state in live_states():
+            if state not in used and not (loop_defaults_used and state.is_loop_default):
+                continue
             name = self._names.admit(state.name)
             busy[name] = busy.get(name, 0) + state.busy
             queued[name] = queued.get(name, 0) + state.queued

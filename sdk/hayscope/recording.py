@@ -183,7 +183,9 @@ class PipelineTelemetry:
         """Where this pipeline's sync components run on the async paths: its own pool or yours (made
         on first use), or else the running loop's default executor, as haystack would use."""
         if self._executor is None:
-            self._executor = self._executor_factory() or _LOOP_DEFAULT
+            state = self._executor_factory()
+            self.metrics.executors.report(state)  # so that this registry exports its gauges
+            self._executor = state or _LOOP_DEFAULT
         return loop_default_state() if self._executor is _LOOP_DEFAULT else self._executor
 
     def start_run(
