@@ -625,10 +625,19 @@ async def test_the_monitor_starts_and_stops_symmetrically(capture):
     assert not monitor.running and not watchdog.is_alive()
 
 
-@pytest.mark.parametrize("kwargs", [{"interval": 0}, {"threshold": -1}, {"interval": "fast"}, {"threshold": 120}])
-def test_bad_monitor_settings_are_refused(capture, kwargs):
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"interval": 0}, "is out of range"),
+        ({"threshold": -1}, "is out of range"),
+        ({"interval": "fast"}, "is not a number of seconds"),
+        ({"threshold": "1"}, "is not a number of seconds"),
+        ({"threshold": 120}, "is out of range"),
+    ],
+)
+def test_bad_monitor_settings_are_refused(capture, kwargs, problem):
     (name, value), = kwargs.items()
-    with pytest.raises(ValueError, match=rf"{name}={value!r} is out of range: give seconds from 0.001 to 60"):
+    with pytest.raises(ValueError, match=rf"{name}={value!r} {problem}: give seconds from 0.001 to 60"):
         LoopLagMonitor(registry=capture.registry, **kwargs)
 
 

@@ -57,9 +57,13 @@ def stack_summary(frame: FrameType | None, limit: int = MAX_FRAMES) -> list[str]
 
 
 def check_interval(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.001 <= value <= 60:
-        raise ValueError(f"{name}={value!r} is out of range: give seconds from 0.001 to 60, e.g. {name}=0.1.")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problem = "is not a number of seconds"
+    elif not 0.001 <= value <= 60:
+        problem = "is out of range"
+    else:
+        return float(value)
+    raise ValueError(f"{name}={value!r} {problem}: give seconds from 0.001 to 60, e.g. {name}=0.1.")
 
 
 class LoopLagMonitor:
