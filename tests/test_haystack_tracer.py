@@ -37,10 +37,8 @@ def chain(capture: TelemetryCapture):
 async def test_there_is_still_exactly_one_span_per_execution(capture, haystack_tracer, context_errors, path):
     pipeline = chain(capture)
 
-    if path == "run":
-        result = pipeline.run({"first": {"value": 0}})
-    else:
-        result = await pipeline.run_async({"first": {"value": 0}})
+    data = {"first": {"value": 0}}
+    result = pipeline.run(data) if path == "run" else await pipeline.run_async(data)
 
     assert result == {"second": {"value": 11}}
     assert span_tree(capture.spans(), waits=False) == [
@@ -93,10 +91,8 @@ async def test_a_traced_pipeline_nested_in_a_component_has_one_span_per_executio
     pipeline.add_component("wrapped", SuperComponent(pipeline=inner))
     pipeline.connect("first.value", "wrapped.value")
 
-    if path == "run":
-        result = pipeline.run({"first": {"value": 0}})
-    else:
-        result = await pipeline.run_async({"first": {"value": 0}})
+    data = {"first": {"value": 0}}
+    result = pipeline.run(data) if path == "run" else await pipeline.run_async(data)
 
     assert result == {"wrapped": {"value": 6}}
     # The inner run's pipeline span is its own, not haystack's beside it.
