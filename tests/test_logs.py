@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import structlog
 from structlog.testing import LogCapture
 
 from components import AsyncTraced, SyncTraced
-from hayscope import add_trace_context
+from hayscope import add_trace_context, setup_telemetry
 
 
 @pytest.fixture
@@ -74,3 +75,29 @@ def test_the_ids_survive_every_renderer(capture, renderer, parse):
         fields = parse(line)
         assert fields["trace_id"].strip("'") == trace_id
         assert fields["span_id"].strip("'") == span_id
+
+
+@pytest.fixture
+def structlog_restored() -> Iterator[None]:
+    previous = structlog.get_config()
+    yield
+    structlog.reset_defaults()
+    structlog.configure(**previous)
+
+
+def test_configure_logging_renders_exceptions_and_says_it_replaces_a_configuration(structlog_restored, caplog):
+    structlog.configure(processors=[structlog.processors.JSONRenderer()])  # an application's own
+    lines = io.StringIO()
+    with setup_telemetry(
+        traces_exporter="none", serve_metrics=False, set_global=False, configure_logging=True, log_format="json"
+    ):
+        assert "configure_logging=True replaces the structlog configuration already made" in caplog.text
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(lines))  # (the processors stay)
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            structlog.get_logger("app").exception("lookup failed")
+    entry = json.loads(lines.getvalue())
+    assert entry["event"] == "lookup failed" and entry["level"] == "error"
+    assert entry["exception"].startswith("Traceback (most recent call last):")
+    assert entry["exception"].rstrip().endswith("KeyError: 'missing'")

@@ -287,6 +287,10 @@ def test_the_traces_endpoint_variable_is_used_as_it_is(monkeypatch: pytest.Monke
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:8080/otlp")
     assert telemetry_module._endpoint(None, "http/protobuf") == "http://collector.example:8080/otlp/v1/traces"
     assert telemetry_module._endpoint("HTTPS://Collector.example", "http/protobuf") == "https://Collector.example/v1/traces"
+    assert (
+        telemetry_module._endpoint("http://collector.example:4318?tenant=a", "http/protobuf")
+        == "http://collector.example:4318/v1/traces?tenant=a"
+    )
 
 
 # -- headers ------------------------------------------------------------------------------------

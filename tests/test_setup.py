@@ -94,7 +94,11 @@ def test_a_port_in_use_is_refused_with_the_port_and_the_fix():
         ({"traces_exporter": "zipkin"}, {}, r"traces_exporter='zipkin' is not supported: use one of otlp, console"),
         ({"sampler": "sometimes"}, {}, r"sampler='sometimes' is not supported: use one of always_on"),
         ({"sampler": "traceidratio", "sampler_ratio": 1.5}, {}, r"sampler_ratio=1.5 is not a sampling ratio"),
-        ({}, {"OTEL_TRACES_SAMPLER_ARG": "half"}, r"OTEL_TRACES_SAMPLER_ARG='half' is not a sampling ratio"),
+        (
+            {},
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"},
+            r"OTEL_TRACES_SAMPLER_ARG='half' is not a sampling ratio",
+        ),
         ({"otlp_headers": "novalue"}, {}, r"otlp_headers='novalue' are not OTLP headers"),
         ({}, {"OTEL_EXPORTER_OTLP_HEADERS": "a=1,broken"}, r"OTEL_EXPORTER_OTLP_HEADERS='a=1,broken' are not OTLP"),
         ({"otlp_timeout": 0}, {}, r"otlp_timeout=0 is not a timeout: give a positive number of seconds"),
@@ -103,6 +107,7 @@ def test_a_port_in_use_is_refused_with_the_port_and_the_fix():
         ({}, {"HAYSCOPE_METRICS_PORT": "http"}, r"HAYSCOPE_METRICS_PORT='http' is not a TCP port"),
         ({"service_name": ""}, {}, r"service_name='' must be a non-empty string"),
         ({"log_format": "xml"}, {}, r"log_format='xml' is not supported: use one of console, json, keyvalue"),
+        ({"content_max_length": 0}, {}, r"content_max_length=0 is not a positive number .* e.g. content_max_length=4096"),
         ({"duration_buckets": [2, 1]}, {}, r"duration_buckets=\(2, 1\) must be strictly increasing"),
     ],
 )
@@ -143,10 +148,13 @@ def test_samplers_follow_the_otel_names(sampler, ratio, description):
         assert telemetry.tracer_provider.sampler.get_description().startswith(description)
 
 
-def test_the_ratio_variable_alone_leaves_the_default_sampler(monkeypatch):
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")  # as OpenTelemetry does: ignored by always_on
-    with setup_telemetry(traces_exporter="none", serve_metrics=False, set_global=False) as telemetry:
-        assert telemetry.tracer_provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler,")
+@pytest.mark.parametrize("value", ["0.5", "pollingIntervalMs=5000"])
+@pytest.mark.parametrize(("sampler", "description"), [(None, "ParentBased{root:AlwaysOnSampler,"), ("always_off", "AlwaysOff")])
+def test_the_ratio_variable_is_ignored_by_samplers_that_take_no_ratio(monkeypatch, value, sampler, description):
+    # As OpenTelemetry does: the argument of another sampler (a remote one's settings) is no error here.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", value)
+    with setup_telemetry(traces_exporter="none", serve_metrics=False, sampler=sampler, set_global=False) as telemetry:
+        assert telemetry.tracer_provider.sampler.get_description().startswith(description)
 
 
 @pytest.mark.parametrize(

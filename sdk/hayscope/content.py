@@ -250,13 +250,20 @@ def content_capture() -> ContentCapture:
 
 
 def content_policy(
-    enabled: bool, *, max_length: int = DEFAULT_MAX_LENGTH, redact: Redactor | None = None
+    enabled: bool,
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    redact: Redactor | None = None,
+    max_length_name: str = "max_length",
 ) -> ContentCapture:
-    """A content policy, checked: bad values raise naming the value and the fix."""
+    """A content policy, checked: bad values raise naming the value and the fix (`max_length_name`:
+    what the caller calls `max_length`)."""
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled={enabled!r} is not a bool: pass True to capture content, False not to.")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length={max_length!r} is not a positive number of characters: e.g. max_length=4096.")
+        raise ValueError(
+            f"{max_length_name}={max_length!r} is not a positive number of characters: e.g. {max_length_name}=4096."
+        )
     if redact is not None and not callable(redact):
         raise TypeError(
             f"redact={redact!r} is not callable: pass a function (key, value) -> str | None, or None for no hook."

@@ -2,7 +2,8 @@
 
 What opentelemetry-sdk's `BatchSpanProcessor` already gives, and hayscope keeps: spans are exported on
 the processor's own thread, never the caller's; its queue is bounded by `max_queue_size`
-(`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048; the other `OTEL_BSP_*` variables apply as well); one export,
+(`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048; `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and `OTEL_BSP_SCHEDULE_DELAY`
+apply as well, while `OTEL_BSP_EXPORT_TIMEOUT` is read but not used by opentelemetry-sdk 1.45); one export,
 retries included, is bounded by the exporter's timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s:
 the gRPC and HTTP/protobuf exporters retry transient errors — UNAVAILABLE, 429, 502, 503, 504,
 connection errors — with backoff of 1 s, 2 s, 4 s... (±20 % jitter) only while the next try fits in

@@ -9,6 +9,7 @@ import math
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -205,8 +206,9 @@ def setup_telemetry(
       `TracedAsyncPipeline()` and other instrumentations use it without being told.
 
     Span export never holds the application up (see `hayscope.span_export`): spans wait in a queue
-    of at most `OTEL_BSP_MAX_QUEUE_SIZE` spans (default 2048: the memory it may take; the other
-    `OTEL_BSP_*` variables apply too) and are exported on the processor's thread. Spans that never
+    of at most `OTEL_BSP_MAX_QUEUE_SIZE` spans (default 2048: the memory it may take; the batch size
+    and schedule delay variables apply too, while one export is bounded by `otlp_timeout`: the SDK
+    does not use `OTEL_BSP_EXPORT_TIMEOUT`) and are exported on the processor's thread. Spans that never
     reach the collector are counted in `hayscope_spans_dropped_total{reason}` and logged once a
     minute at most; the exporters' own log records are cut to one per message and minute while set
     up. `Telemetry.shutdown(timeout)` returns within its timeout whatever the collector does.
@@ -243,7 +245,9 @@ def setup_telemetry(
         mp_dir = multiprocess_dir()  # before any metric exists: a bad value fails here, not in prometheus_client
         content_value, content_source = settings.pick(capture_content, settings.HAYSTACK_CONTENT_TRACING_ENABLED)
         content_on = False if content_value is None else settings.boolean(content_value, content_source, "capture_content")
-        content = content_policy(content_on, max_length=content_max_length, redact=redact)
+        content = content_policy(
+            content_on, max_length=content_max_length, redact=redact, max_length_name="content_max_length"
+        )
         provider = TracerProvider(
             resource=_resource(service_name),
             sampler=_sampler(sampler, sampler_ratio),
@@ -331,14 +335,17 @@ def _sampler(argument: str | Sampler | None, ratio_argument: float | None) -> Sa
         return argument
     value, source = settings.pick(argument, settings.OTEL_TRACES_SAMPLER)
     ratio_value, ratio_source = settings.pick(ratio_argument, settings.OTEL_TRACES_SAMPLER_ARG)
-    ratio = 1.0 if ratio_value is None else settings.ratio(ratio_value, ratio_source, "sampler_ratio")
     if value is None:
         # A ratio passed with no sampler named anywhere asks for the ratio sampler (the variable
         # alone does not: OpenTelemetry ignores it for samplers that take no argument).
         name = "parentbased_traceidratio" if ratio_source == "argument" else "parentbased_always_on"
     else:
         name = settings.choice(value, source, "sampler", settings.SAMPLERS)
-    if ratio_source == "argument" and not name.endswith("traceidratio"):
+    takes_ratio = name.endswith("traceidratio")
+    ratio = 1.0
+    if ratio_value is not None and (takes_ratio or ratio_source == "argument"):
+        ratio = settings.ratio(ratio_value, ratio_source, "sampler_ratio")
+    if ratio_source == "argument" and not takes_ratio:
         where = "sampler=" if source == "argument" else f"{source}="
         raise ValueError(
             f"sampler_ratio={ratio_argument!r} would be ignored: {where}{value!r} takes no ratio. Use "
@@ -436,11 +443,12 @@ def _endpoint(argument: str | None, protocol: str) -> str:
         return settings.DEFAULT_ENDPOINTS[protocol]
     url = settings.endpoint(value, source, "otlp_endpoint")
     if protocol == "http/protobuf" and (
-        base or (source == "argument" and url.partition("://")[2].rstrip("/").count("/") == 0)
+        base or (source == "argument" and urllib.parse.urlsplit(url).path.strip("/") == "")
     ):
         # A base endpoint (the generic variable, or an argument without a path) gets the signal's
         # path; the traces variable is used as it is, as the specification says.
-        return url.rstrip("/") + "/v1/traces"
+        parts = urllib.parse.urlsplit(url)
+        return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/v1/traces"))
     return url
 
 
@@ -481,10 +489,20 @@ def _configure_structlog(log_format: str) -> dict[str, Any]:
         "json": structlog.processors.JSONRenderer,
         "keyvalue": structlog.processors.KeyValueRenderer,
     }[log_format]()
+    if structlog.is_configured():
+        logger.warning(
+            "configure_logging=True replaces the structlog configuration already made (its processors "
+            "included); to keep yours, leave configure_logging out and add hayscope.add_trace_context "
+            "to your processors"
+        )
+    # The console renderer formats exceptions and stacks itself; the others get them as text fields.
+    as_text = [] if log_format == "console" else [structlog.processors.format_exc_info]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            *as_text,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             add_trace_context,
             renderer,
