@@ -422,6 +422,38 @@ async def test_cancelled_runs_leave_the_default_executor_gauges_where_they_were(
     assert all(run.cancelled() for run in runs)
 
 
+async def test_a_cancelled_execution_splits_its_time_into_the_wait_and_the_run_it_had(capture):
+    release = threading.Event()
+    pipeline = capture.pipeline(name="cancelled_parts", max_workers=1)
+    pipeline.add_component("embed", Held(release))
+
+    runs = [asyncio.ensure_future(pipeline.run_async({"embed": {"value": i}})) for i in range(3)]
+    try:
+        await until(lambda: executor_gauges(capture, "cancelled_parts") == (1, 2, 1), "1 busy and 2 queued")
+        await asyncio.sleep(0.05)  # (the workload: a wait and a run long enough to tell apart)
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+    finally:
+        release.set()
+
+    spans = capture.spans_named("haystack.component.run embed")
+    parts = [
+        {key: span.attributes[f"hayscope.component.{key}"] for key in ("schedule_wait", "queue_wait", "run_time")}
+        for span in spans
+    ]
+    ran = [p for p in parts if p["run_time"] > 0]
+    assert len(spans) == 3 and len(ran) == 1  # the queued two never ran
+    for span, part in zip(spans, parts):
+        duration = (span.end_time - span.start_time) / 1e9
+        assert sum(part.values()) == pytest.approx(duration, abs=0.005)  # each second counted once
+        assert span.attributes["hayscope.status"] == "cancelled"
+    assert ran[0]["run_time"] >= 0.05 and ran[0]["queue_wait"] < 0.05
+    assert all(p["queue_wait"] >= 0.05 for p in parts if p["run_time"] == 0)
+    labels = dict(pipeline="cancelled_parts", component="embed", component_type="Held", mode="thread", status="cancelled")
+    assert capture.sample("haystack_component_queue_wait_seconds_count", **labels) == 3
+
+
 @component
 class RunsALoopOfItsOwn:
     """Sync: runs a whole pipeline in an event loop of its own, as code calling asyncio.run() does."""

@@ -93,8 +93,10 @@ def _work(execution: ComponentExecution, run: Callable[..., Mapping[str, Any]], 
 
 
 def _record_queue_wait(execution: ComponentExecution, submitted: float, submitted_ns: int) -> None:
-    if execution.worker_started is None:  # cancelled before a worker took it: it waited all along
-        return
-    execution.queue_wait = wait = execution.worker_started - submitted
+    started = execution.worker_started
+    if started is None:  # given up before a worker took it: it waited all along, and never ran
+        started = time.perf_counter()
+        execution.run_time = 0.0
+    execution.queue_wait = wait = started - submitted
     if wait > WAIT_SPAN_THRESHOLD:
         execution.wait_span(semconv.QUEUE_WAIT_SPAN, submitted_ns, submitted_ns + int(wait * 1e9))

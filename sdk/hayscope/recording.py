@@ -518,7 +518,8 @@ class ComponentExecution:
         status = semconv.STATUS_OK if error is None else status_of(error)
         component = self._component
         schedule_wait, queue_wait = self.schedule_wait, self.queue_wait
-        run_time = self.run_time if self.run_time is not None else elapsed - (schedule_wait or 0.0)
+        # (No run time measured: the execution ended, cancelled or failed, before its own code did.)
+        run_time = self.run_time if self.run_time is not None else elapsed - (schedule_wait or 0.0) - (queue_wait or 0.0)
         # The seconds of each histogram of the layout, in its order (see ComponentTelemetry.layout):
         # the parts first, whose span attributes are the layout's keys.
         seconds = [run_time]
