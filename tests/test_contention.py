@@ -18,7 +18,7 @@ import pytest
 from haystack import Pipeline, SuperComponent, component
 from haystack.components.joiners import ListJoiner
 from haystack.core.component.types import GreedyVariadic
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from hayscope import LoopLagMonitor, TracedAsyncPipeline
 from hayscope.executor import default_max_workers, executor_state
@@ -655,6 +655,29 @@ async def test_the_monitor_starts_and_stops_symmetrically(capture):
     monitor.stop()
     monitor.stop()
     assert not monitor.running and not watchdog.is_alive()
+
+
+async def test_a_second_monitor_on_the_same_loop_and_registry_is_refused(capture):
+    async with LoopLagMonitor(registry=capture.registry):
+        with pytest.raises(RuntimeError, match="another LoopLagMonitor already watches this loop for the same registry"):
+            LoopLagMonitor(registry=capture.registry).start()
+        async with LoopLagMonitor(registry=CollectorRegistry()):  # another registry's: its own counts
+            pass
+    async with LoopLagMonitor(registry=capture.registry):  # once the first stopped
+        pass
+
+
+def test_a_monitor_started_off_the_loops_thread_is_refused(capture):
+    loop = asyncio.new_event_loop()
+    running = threading.Thread(target=loop.run_forever)
+    running.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"called from a thread that does not run that loop: call it on"):
+            LoopLagMonitor(registry=capture.registry).start(loop)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        running.join()
+        loop.close()
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from types import FrameType, TracebackType
+from typing import ClassVar
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -72,6 +73,9 @@ class LoopLagMonitor:
     Start it on a running loop with `start()` (and `stop()`), or `async with LoopLagMonitor():`.
     """
 
+    # (loop id, metrics id) -> the monitor started on that loop for that registry: one at a time
+    _started: ClassVar[dict[tuple[int, int], LoopLagMonitor]] = {}
+
     def __init__(
         self,
         *,
@@ -99,7 +103,25 @@ class LoopLagMonitor:
         """Start on `loop` (default: the running loop); call it from the loop's thread."""
         if self._loop is not None:
             raise RuntimeError("this LoopLagMonitor is already running: stop() it first, or use another one")
-        self._loop = loop or asyncio.get_running_loop()
+        running = asyncio._get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        elif loop is not running and (loop.is_running() or running is not None):
+            # Its watchdog would sample this thread's stack, not the loop's.
+            raise RuntimeError(
+                f"start({loop!r}) called from a thread that does not run that loop: call it on the loop's "
+                "own thread, e.g. loop.call_soon_threadsafe(monitor.start)."
+            )
+        key = (id(loop), id(self._metrics))
+        other = LoopLagMonitor._started.get(key)
+        if other is not None and other._loop is loop:
+            raise RuntimeError(
+                "another LoopLagMonitor already watches this loop for the same registry, and every stall "
+                "would be counted twice: use that one (setup_telemetry(monitor_event_loop=True) starts "
+                "one), or stop it first."
+            )
+        LoopLagMonitor._started[key] = self
+        self._loop = loop
         self._loop_thread = threading.get_ident()
         BlockingSettings.watch(self, self._loop_thread, self.threshold)
         gc_pauses.install()
@@ -118,6 +140,9 @@ class LoopLagMonitor:
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join()
         BlockingSettings.watch(self, self._loop_thread, None)
+        key = (id(self._loop), id(self._metrics))
+        if LoopLagMonitor._started.get(key) is self:
+            del LoopLagMonitor._started[key]
         self._loop = self._handle = self._watchdog = None
 
     async def __aenter__(self) -> LoopLagMonitor:
