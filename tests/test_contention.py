@@ -207,6 +207,45 @@ async def test_a_block_just_past_the_threshold_is_sampled_with_its_frames(captur
     assert capture.sample("hayscope_event_loop_blocked_seconds_total", pipeline="short", component="parse") >= 5 * 0.19
 
 
+@component
+class BlocksThenWakes:
+    """Blocks the loop, then wakes whatever waits on `done` (it runs right after, before any timer)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.done = asyncio.Event()
+
+    @component.output_types(value=int)
+    def run(self, value: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @component.output_types(value=int)
+    async def run_async(self, value: int) -> dict[str, Any]:
+        time.sleep(self.seconds)
+        self.done.set()
+        return {"value": value}
+
+
+async def test_a_stall_right_after_a_blocking_component_is_counted_under_none(capture):
+    # One late heartbeat (due 0.5 s after the monitor starts), two stalls across it: the component's
+    # 0.6 s, then 0.4 s of code that is no component. The lag is 0.1 s of the one, 0.4 s of the other.
+    blocker = BlocksThenWakes(0.6)
+    pipeline = capture.pipeline(name="then")
+    pipeline.add_component("parse", blocker)
+
+    async def outside_any_component() -> None:
+        await blocker.done.wait()
+        time.sleep(0.4)
+
+    async with LoopLagMonitor(registry=capture.registry, interval=0.5, threshold=0.1):
+        await asyncio.gather(pipeline.run_async({"parse": {"value": 1}}), outside_any_component())
+        await asyncio.sleep(0.6)  # (the next heartbeat's turn)
+
+    blocked = "hayscope_event_loop_blocked_seconds_total"
+    assert 0.59 <= capture.sample(blocked, pipeline="then", component="parse") < 0.7
+    assert 0.35 <= capture.sample(blocked, pipeline="(none)", component="(none)") < 0.5
+
+
 async def test_a_sync_run_called_on_the_loop_blames_its_component(capture):
     pipeline = capture.pipeline(name="legacy")
     pipeline.add_component("slow", BlockingSync(0.3))

@@ -168,20 +168,29 @@ class LoopLagMonitor:
         lag = max(0.0, now - self._expected)
         blocker = None
         if lag > self.threshold:
-            # A component step that ended inside this late window was what held the loop.
+            # Component steps that ended inside this late window held the loop for their share of
+            # it (the last one is the lag's exemplar); what they leave, past the threshold, no
+            # component's code explains.
+            explained = explained_collecting = 0.0
+            for ended, held, collecting in BlockingSettings.recent_blocks.get(self._loop_thread, ()):
+                if ended > self._expected:
+                    share = min(held, ended - self._expected)
+                    explained += share
+                    explained_collecting += min(collecting, share)
             block_end, blamed = BlockingSettings.last_block.get(self._loop_thread, NO_BLOCK)
             if block_end >= self._expected:
                 blocker = blamed
-            else:
-                self._blocked_by_nobody(lag)
+            if lag - explained > self.threshold:
+                self._blocked_by_nobody(lag - explained, explained_collecting)
         self._metrics.event_loop_lag.observe(lag, blocker.exemplar() if blocker is not None else None)
         self._stall_frames = None
         self._schedule(now)
 
-    def _blocked_by_nobody(self, seconds: float) -> None:
-        # Collections since the heartbeat was scheduled, up to the lag, are the collector's share;
-        # as for a component's step, each share is blamed when it passes the threshold.
-        collecting = min(seconds, GcPauses.total - self._collecting_before)
+    def _blocked_by_nobody(self, seconds: float, counted_collecting: float = 0.0) -> None:
+        # Collections since the heartbeat was scheduled, up to the lag, are the collector's share
+        # (less those inside component steps, `counted_collecting`, counted with them); as for a
+        # component's step, each share is blamed when it passes the threshold.
+        collecting = min(seconds, max(0.0, GcPauses.total - self._collecting_before - counted_collecting))
         rest = seconds - collecting
         if collecting > 0 and (collecting > self.threshold or rest <= self.threshold):
             self._count(GC_COMPONENT, collecting, "event loop blocked by garbage collection", generation=GcPauses.last_generation)

@@ -11,6 +11,7 @@ caught holding the loop, and sample it as soon as it has held it too long.
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 import types
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_BLOCK_THRESHOLD = 0.1
+# Blocking steps remembered per loop thread (more than fit between two heartbeats)
+RECENT_BLOCKS = 32
 
 # thread id -> the component execution whose code runs on that thread right now
 RUNNING_ON_THREAD: dict[int, ComponentExecution] = {}
@@ -43,6 +46,10 @@ class BlockingSettings:
     # loop thread id -> time.monotonic() at which the last blocking step on it ended, and the
     # execution blamed for it (None: its own share was under the threshold)
     last_block: dict[int, tuple[float, ComponentExecution | None]] = {}
+    # loop thread id -> its latest blocking steps: (time.monotonic() at the end, seconds held
+    # beyond the steps inside it, seconds of them collecting garbage), for the monitor to tell
+    # how much of a late heartbeat they explain
+    recent_blocks: dict[int, collections.deque[tuple[float, float, float]]] = {}
 
     @classmethod
     def watch(cls, monitor: object, thread: int, threshold: float | None) -> None:
@@ -138,6 +145,11 @@ def _blocked(
         blamed = BlockingSettings.last_block.get(thread, (0.0, None))[1]
     else:
         blamed = None
-    BlockingSettings.last_block[thread] = (time.monotonic(), blamed)
+    ended = time.monotonic()
+    BlockingSettings.last_block[thread] = (ended, blamed)
+    recent = BlockingSettings.recent_blocks.get(thread)
+    if recent is None:
+        recent = BlockingSettings.recent_blocks[thread] = collections.deque(maxlen=RECENT_BLOCKS)
+    recent.append((ended, elapsed, collecting))
     if collecting > 0 and (collecting > threshold or own <= threshold):
         execution.blocked_by_gc(collecting)
