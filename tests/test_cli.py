@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,19 @@ from haystack.components.builders import PromptBuilder
 from hayscope.cli import main
 
 
-@pytest.mark.parametrize("argv", [["demo", "--runs", "0"], ["demo", "--concurrency", "-2"]])
-def test_demo_refuses_counts_below_one(argv, capsys):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--runs", "0"], "'0' is not a positive whole number: use 1 or more"),
+        (["demo", "--concurrency", "-2"], "'-2' is not a positive whole number: use 1 or more"),
+        (["demo", "--concurrency", "abc"], "--concurrency: 'abc' is not a positive whole number"),
+        (["demo", "--metrics-port", "x"], "--metrics-port: 'x' is not a TCP port: use 1 to 65535, or 0"),
+    ],
+)
+def test_demo_refuses_bad_numbers_naming_them(argv, message, capsys):
     with pytest.raises(SystemExit):
         main(argv)
-    assert "is not a positive whole number: use 1 or more" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_dashboards_check_passes_on_the_committed_files_and_fails_on_a_stale_copy(tmp_path, capsys):
@@ -126,6 +135,18 @@ def test_profile_runs_a_yaml_pipeline(tmp_path, monkeypatch, capsys):
 def test_profile_errors_name_the_problem_and_exit_2(factory, capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_profile_says_when_its_metrics_port_cannot_be_used_and_exits_2(factory, capsys, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["profile", "shop:build", "--inputs", "inputs.jsonl", "--metrics-port", str(port)]) == 2
+    assert f"hayscope profile: cannot serve metrics on 127.0.0.1:{port}" in capsys.readouterr().err
+    monkeypatch.setenv("HAYSCOPE_METRICS_PORT", "abc")
+    assert main(["profile", "shop:build", "--inputs", "inputs.jsonl"]) == 2
+    assert "HAYSCOPE_METRICS_PORT='abc' is not a TCP port" in capsys.readouterr().err
 
 
 def test_profile_input_lines_that_do_not_fit_the_pipeline_are_named(factory, capsys):

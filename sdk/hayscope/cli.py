@@ -10,18 +10,36 @@ from pathlib import Path
 from typing import Any
 
 
+def _whole_number(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
+    value = _whole_number(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number: use 1 or more")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
+    value = _whole_number(text)
+    if value is None or not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: use 1 to 65535, or 0 for a free one")
     return value
+
+
+def _run_session(command: str, options: Any, prepare: Any) -> Any:
+    """`run_session`, or None (said on stderr) when telemetry cannot be set up."""
+    from hayscope.session import SessionSetupError, run_session
+
+    try:
+        return run_session(options, prepare)
+    except SessionSetupError as error:
+        print(f"hayscope {command}: {error} (--metrics-port N sets the port; 0 for a free one)", file=sys.stderr)
+        return None
 
 
 def _seconds(text: str) -> float:
@@ -69,7 +87,6 @@ def demo(args: argparse.Namespace) -> int:
     from hayscope.demo import rag
     from hayscope.demo.corpus import QUESTIONS
     from hayscope.llm_server import LatencyModel, LocalLLMServer
-    from hayscope.session import run_session
 
     if args.llm == "openai" and not os.environ.get("OPENAI_API_KEY"):
         print(
@@ -102,10 +119,12 @@ def demo(args: argparse.Namespace) -> int:
         args, f"hayscope demo: {args.runs} questions, concurrency {args.concurrency}", "hayscope-demo", args.forever
     )
     try:
-        result = run_session(options, prepare)
+        result = _run_session("demo", options, prepare)
     finally:
         if server is not None:
             server.stop()
+    if result is None:
+        return 2
     answers = [outputs["llm"]["replies"][0].text for outputs in result.outputs if outputs and "llm" in outputs]
     if answers:
         print(f"\nfirst answer: {questions[0]!r} -> {answers[0]!r}")
@@ -114,7 +133,6 @@ def demo(args: argparse.Namespace) -> int:
 
 def profile(args: argparse.Namespace) -> int:
     from hayscope.profiling import ProfileError, cycle_inputs, load_pipeline, read_inputs
-    from hayscope.session import run_session
 
     async def prepare(pipeline_kwargs: dict) -> tuple:
         extra = {"max_workers": args.max_workers} if args.max_workers else {}
@@ -126,9 +144,11 @@ def profile(args: argparse.Namespace) -> int:
         args, f"hayscope profile {args.pipeline}: concurrency {args.concurrency}", "hayscope-profile"
     )
     try:
-        result = run_session(options, prepare)
+        result = _run_session("profile", options, prepare)
     except ProfileError as error:
         print(f"hayscope profile: {error}", file=sys.stderr)
+        return 2
+    if result is None:
         return 2
     return 0 if result.failed == 0 else 1
 

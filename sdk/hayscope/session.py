@@ -32,6 +32,10 @@ from hayscope.workload import Workload, WorkloadResult, summarize
 Prepare = Callable[[dict[str, Any]], Awaitable[tuple[Pipeline, list[dict[str, Any]]]]]
 
 
+class SessionSetupError(Exception):
+    """Telemetry could not be set up for the session, for the reason the message gives."""
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     title: str
@@ -54,13 +58,17 @@ def run_session(options: SessionOptions, prepare: Prepare, out: TextIO | None = 
     if metrics_port is None and not os.environ.get(HAYSCOPE_METRICS_PORT):
         metrics_port = 0  # a free port, so a session never collides with a running service
     kept = InMemorySpanExporter()
-    with setup_telemetry(
-        options.service_name,
-        traces_exporter=None if sends_otlp else "none",
-        registry=registry,
-        metrics_port=metrics_port,
-        set_global=False,
-    ) as telemetry:
+    try:
+        telemetry = setup_telemetry(
+            options.service_name,
+            traces_exporter=None if sends_otlp else "none",
+            registry=registry,
+            metrics_port=metrics_port,
+            set_global=False,
+        )
+    except ValueError as error:  # a setting (a port taken, a bad variable): the message says which
+        raise SessionSetupError(str(error)) from error
+    with telemetry:
         telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(kept))
         pipeline_kwargs = {"tracer_provider": telemetry.tracer_provider, "registry": registry}
         print(f"metrics: {telemetry.metrics_url}   concurrency: {options.concurrency}", file=out, flush=True)
