@@ -246,6 +246,45 @@ async def test_a_stall_right_after_a_blocking_component_is_counted_under_none(ca
     assert 0.35 <= capture.sample(blocked, pipeline="(none)", component="(none)") < 0.5
 
 
+class SlowToCopy:
+    """An input whose deep copy (haystack copies a component's inputs on the loop) takes `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __deepcopy__(self, memo: dict) -> SlowToCopy:
+        time.sleep(self.seconds)
+        return SlowToCopy(self.seconds)
+
+
+@component
+class TakesAnything:
+    """Sync only: runs in a worker thread."""
+
+    @component.output_types(value=int)
+    def run(self, data: Any) -> dict[str, Any]:
+        return {"value": 1}
+
+
+async def test_haystacks_work_on_the_loop_for_a_thread_mode_component_blames_that_component(capture):
+    pipeline = capture.pipeline(name="copies")
+    pipeline.add_component("rank", TakesAnything())
+
+    async with LoopLagMonitor(registry=capture.registry, interval=0.05, threshold=0.1):
+        assert await pipeline.run_async({"rank": {"data": SlowToCopy(0.3)}}) == {"rank": {"value": 1}}
+        await asyncio.sleep(0.1)  # (the heartbeat's turn)
+
+    # haystack copies the data twice: for the run (no component's: the lag it leaves, less the
+    # heartbeat's interval) and for the component's inputs (the whole step)
+    blocked = "hayscope_event_loop_blocked_seconds_total"
+    assert 0.29 <= capture.sample(blocked, pipeline="copies", component="rank") < 0.45
+    assert 0.2 <= capture.sample(blocked, pipeline="(none)", component="(none)") < 0.45
+    (span,) = capture.spans_named("haystack.component.run rank")
+    assert span.attributes["haystack.component.execution_mode"] == "thread"
+    (event,) = [e for e in span.events if e.name == "event_loop.blocked"]
+    assert event.attributes["event_loop.blocked.frames"][0].endswith(" __deepcopy__")  # the copy, named
+
+
 async def test_a_sync_run_called_on_the_loop_blames_its_component(capture):
     pipeline = capture.pipeline(name="legacy")
     pipeline.add_component("slow", BlockingSync(0.3))

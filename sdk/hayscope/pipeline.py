@@ -360,14 +360,19 @@ class TracedAsyncPipeline(Pipeline):
             )
         else:
             # haystack's bookkeeping on the loop as always; `run` in a worker of the pipeline's executor.
+            # The steps on the loop are timed too: haystack's work for the component there (copying
+            # large inputs) can block the loop, and is then this component's to answer for.
             execution = run.start_component(component_name, instance, semconv.MODE_THREAD, component_inputs)
-            executing = Pipeline._run_component_async(
-                component_name,
-                offloaded(component, execution, run.telemetry.executor),
-                component_inputs,
-                component_visits,
-                parent_span,
-                break_point=break_point,
+            executing = timed_on_loop(
+                Pipeline._run_component_async(
+                    component_name,
+                    offloaded(component, execution, run.telemetry.executor),
+                    component_inputs,
+                    component_visits,
+                    parent_span,
+                    break_point=break_point,
+                ),
+                execution,
             )
         # (Awaited here rather than in a coroutine of its own: one frame less on every step.)
         token = active_context.attach(execution.context)
