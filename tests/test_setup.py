@@ -246,6 +246,31 @@ def test_setup_makes_its_provider_global_so_a_bare_pipeline_uses_it():
     assert output == "['haystack.component.run echo', 'haystack.pipeline.run global']"
 
 
+def test_a_setup_after_a_shutdown_becomes_global_and_a_pipeline_built_before_follows_it():
+    output = run_python(
+        """
+        import asyncio
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from haystack import component
+        from hayscope import TracedAsyncPipeline, setup_telemetry
+
+        @component
+        class Echo:
+            @component.output_types(value=int)
+            def run(self, value: int):
+                return {"value": value}
+
+        pipeline = TracedAsyncPipeline(name="global")
+        pipeline.add_component("echo", Echo())
+        for exporter in (InMemorySpanExporter(), InMemorySpanExporter()):
+            with setup_telemetry(span_exporter=exporter, metrics_port=0):
+                asyncio.run(pipeline.run_async({"echo": {"value": 1}}))
+            print(len(exporter.get_finished_spans()))
+        """
+    )
+    assert output == "2\n2"
+
+
 async def test_setup_starts_the_loop_monitor_when_asked_and_shutdown_stops_it():
     registry = CollectorRegistry()
     telemetry = setup_telemetry(

@@ -210,12 +210,14 @@ class TracedAsyncPipeline(Pipeline):
 
     def _get_telemetry(self) -> PipelineTelemetry:
         telemetry = self._telemetry
-        if telemetry is None:
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        if telemetry is None or telemetry.tracer_provider is not provider:
             # Built on first use, not in __init__, so that a provider or registry set up after the
-            # pipeline was built (or loaded from YAML) is the one used.
-            tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, __version__, tracer_provider=self._tracer_provider)
+            # pipeline was built (or loaded from YAML) is the one used; and again when another
+            # provider became global (after a shutdown and a new setup_telemetry()).
+            tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, __version__, tracer_provider=provider)
             telemetry = self._telemetry = PipelineTelemetry(
-                self._name, tracer, register_metrics(self._registry), self._make_executor_state
+                self._name, tracer, register_metrics(self._registry), self._make_executor_state, provider
             )
             gc_pauses.install()  # so that a collection's pause is not blamed on a component
         ensure_bridge()

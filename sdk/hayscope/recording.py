@@ -157,9 +157,15 @@ class PipelineTelemetry:
     """Everything one `TracedAsyncPipeline` records with; built on its first run."""
 
     def __init__(
-        self, name: str, tracer: trace.Tracer, metrics: Metrics, executor: Callable[[], ExecutorState | None]
+        self,
+        name: str,
+        tracer: trace.Tracer,
+        metrics: Metrics,
+        executor: Callable[[], ExecutorState | None],
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.name = name
+        self.tracer_provider = tracer_provider  # where `tracer` came from
         self._executor_factory = executor
         self._executor: Any = None  # an ExecutorState, or _LOOP_DEFAULT
         self.spans = SpanStarter(tracer)

@@ -128,6 +128,7 @@ class Telemetry:
             self.span_processor.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
         # The provider shuts down its processors again (ours returns at once) and any added since.
         run_within(self.tracer_provider.shutdown, deadline - time.monotonic(), "hayscope-shutdown")
+        _release_global_provider(self.tracer_provider)
         if self._log_limiter is not None:
             self._log_limiter.remove()
         use_content_capture(self.previous_content)
@@ -203,7 +204,8 @@ def setup_telemetry(
       characters, scrubbed of credentials and passed through `redact(key, value)` first (see
       `hayscope.content`); `shutdown()` restores the previous policy.
     - `set_global=True` makes the provider OpenTelemetry's global one, if none is set yet, so that
-      `TracedAsyncPipeline()` and other instrumentations use it without being told.
+      `TracedAsyncPipeline()` and other instrumentations use it without being told; `shutdown()`
+      gives the place up again, for the next setup.
 
     Span export never holds the application up (see `hayscope.span_export`): spans wait in a queue
     of at most `OTEL_BSP_MAX_QUEUE_SIZE` spans (default 2048: the memory it may take; the batch size
@@ -515,7 +517,24 @@ def _set_global_provider(provider: TracerProvider) -> None:
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
         return
+    if trace.get_tracer_provider() is provider:
+        return
     logger.warning(
         "an OpenTelemetry TracerProvider is already global; hayscope's is not made global: pass "
         "tracer_provider=telemetry.tracer_provider to TracedAsyncPipeline"
     )
+
+
+def _release_global_provider(provider: TracerProvider) -> None:
+    """After `provider` shut down: it stops being OpenTelemetry's global provider, so that the next
+    `setup_telemetry()` can make its own global (the API sets one only once per process, and the
+    pipelines on the global provider would record into the dead one). With an API whose globals
+    differ from these, the provider stays global, as before (the next setup then warns)."""
+    once = getattr(trace, "_TRACER_PROVIDER_SET_ONCE", None)
+    lock = getattr(once, "_lock", None)
+    if lock is None or not hasattr(once, "_done") or not hasattr(trace, "_TRACER_PROVIDER"):
+        return
+    with lock:
+        if trace._TRACER_PROVIDER is provider:
+            trace._TRACER_PROVIDER = None
+            once._done = False
