@@ -38,7 +38,8 @@ def _run_session(command: str, options: Any, prepare: Any) -> Any:
     try:
         return run_session(options, prepare)
     except SessionSetupError as error:
-        print(f"hayscope {command}: {error} (--metrics-port N sets the port; 0 for a free one)", file=sys.stderr)
+        hint = " (--metrics-port N sets the port; 0 for a free one)" if "METRICS_PORT" in str(error).upper() else ""
+        print(f"hayscope {command}: {error}{hint}", file=sys.stderr)
         return None
 
 
