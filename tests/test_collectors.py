@@ -76,3 +76,11 @@ def test_every_alert_says_how_bad_what_happened_and_where_to_look():
         assert alert["labels"]["severity"] in {"info", "warning", "critical"}
         assert alert["annotations"]["summary"]
         assert len(alert["annotations"]["description"]) > 100
+
+
+def test_grafanas_minimum_interval_is_prometheus_scrape_interval():
+    # ($__rate_interval is four of Grafana's intervals: a longer one than the scrape coarsens every panel)
+    scrape = yaml.safe_load((COLLECTORS / "prometheus.yml").read_text())["global"]["scrape_interval"]
+    datasources = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/datasources.yml").read_text())
+    (prometheus,) = [source for source in datasources["datasources"] if source["type"] == "prometheus"]
+    assert prometheus["jsonData"]["timeInterval"] == scrape

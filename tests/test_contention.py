@@ -735,6 +735,18 @@ async def test_the_monitor_starts_and_stops_symmetrically(capture):
     assert not monitor.running and not watchdog.is_alive()
 
 
+async def test_every_blocked_series_exists_at_zero_before_its_first_stall(capture):
+    # (rate() and increase() take a series' first sample as its start: a first stall would be missed)
+    pipeline = capture.pipeline(name="calm")
+    pipeline.add_component("wait", AwaitingAsync(0.01))
+    async with LoopLagMonitor(registry=capture.registry):
+        await pipeline.run_async({"wait": {"value": 1}})
+
+    blocked = "hayscope_event_loop_blocked_seconds_total"
+    for labels in (("(none)", "(none)"), ("(none)", "(gc)"), ("calm", "(gc)"), ("calm", "wait")):
+        assert capture.sample(blocked, pipeline=labels[0], component=labels[1]) == 0, labels
+
+
 async def test_a_second_monitor_on_the_same_loop_and_registry_is_refused(capture):
     async with LoopLagMonitor(registry=capture.registry):
         with pytest.raises(RuntimeError, match="another LoopLagMonitor already watches this loop for the same registry"):

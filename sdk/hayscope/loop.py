@@ -121,6 +121,8 @@ class LoopLagMonitor:
                 "one), or stop it first."
             )
         LoopLagMonitor._started[key] = self
+        for component in (NO_COMPONENT, GC_COMPONENT):  # at zero before the first stall, which rate() would miss
+            self._metrics.event_loop_blocked.labels(NO_COMPONENT, component)
         self._loop = loop
         self._loop_thread = threading.get_ident()
         BlockingSettings.watch(self, self._loop_thread, self.threshold)
@@ -202,9 +204,7 @@ class LoopLagMonitor:
     def _count(self, component: str, seconds: float, message: str, **facts: object) -> None:
         """A stall no component's step explains, counted under pipeline `(none)`, and its warning."""
         self._metrics.event_loop_blocked.labels(NO_COMPONENT, component).inc(seconds)
-        logger.warning(
-            message, pipeline=NO_COMPONENT, component=NO_COMPONENT, blocked_seconds=round(seconds, 6), **facts
-        )
+        logger.warning(message, pipeline=NO_COMPONENT, component=component, blocked_seconds=round(seconds, 6), **facts)
 
     def _watch(self) -> None:
         # One sample per stall and per step caught in it: several blocking steps can run back to

@@ -179,6 +179,8 @@ class PipelineTelemetry:
         self._started_record: SampleRecord = _record(self.buffer.kind((), ((in_flight, 1),)), (), None)
         # status -> the kind of record a finished run makes: its duration, one run, one less in flight
         self._ended: dict[str, int] = {}
+        # at zero from the start, as each component's: rate() and increase() miss a series' first sample
+        metrics.event_loop_blocked.labels(self.label, GC_COMPONENT)
         for status in STATUSES:  # error and cancelled exist at zero from the start, for ratio queries
             runs = metrics.pipeline_runs.labels(self.label, status)
             duration = metrics.pipeline_run_duration.labels(self.label, status)

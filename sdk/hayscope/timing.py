@@ -151,5 +151,6 @@ def _blocked(
     if recent is None:
         recent = BlockingSettings.recent_blocks[thread] = collections.deque(maxlen=RECENT_BLOCKS)
     recent.append((ended, elapsed, collecting))
-    if collecting > 0 and (collecting > threshold or own <= threshold):
+    # (what is left once the steps inside are taken out may not have blocked the loop at all)
+    if collecting > 0 and (collecting > threshold or own <= threshold < elapsed):
         execution.blocked_by_gc(collecting)
