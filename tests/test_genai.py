@@ -256,6 +256,38 @@ async def test_content_capture_records_messages_cut_and_redacted(capture):
     }
 
 
+class Unprintable:
+    """A message-like input whose text is not a string and whose str() raises."""
+
+    text = None
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    def __deepcopy__(self, memo: dict) -> Unprintable:
+        return self
+
+
+@component
+class AnyChat:
+    """Answers whatever it is given."""
+
+    @component.output_types(replies=list[str])
+    def run(self, messages: list[Any]) -> dict[str, Any]:
+        return {"replies": ["ok"]}
+
+
+async def test_inputs_that_cannot_be_captured_leave_the_run_and_its_span_as_they_were(capture):
+    configure_content_capture(True)
+    pipeline = capture.pipeline(name="odd_inputs")
+    pipeline.add_component("llm", AnyChat())
+
+    assert await pipeline.run_async({"llm": {"messages": [Unprintable()]}}) == {"llm": {"replies": ["ok"]}}
+
+    span = span_of(capture, "llm")
+    assert span.attributes["gen_ai.operation.name"] == "chat" and span.attributes["hayscope.status"] == "ok"
+
+
 async def test_a_failing_redaction_hook_drops_the_value_and_not_the_run(capture):
     def broken(key: str, value: str) -> str:
         raise RuntimeError("hook bug")

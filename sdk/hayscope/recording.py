@@ -143,6 +143,16 @@ def _end_span(
         telemetry_failed("end span", failure)
 
 
+def _capture_inputs(span: Span, component: ComponentTelemetry, inputs: Mapping[str, Any], capture: Any) -> None:
+    """The execution's inputs on its span (content capture on); odd inputs never fail the run."""
+    try:
+        span.set_attributes(_content_attributes(semconv.COMPONENT_INPUT, inputs))
+        if component.genai is not None:
+            span.set_attributes(genai.input_attributes(component.genai, inputs, capture))
+    except Exception as error:  # e.g. a message whose str() raises
+        telemetry_failed("capture inputs", error)
+
+
 def _traceback(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
@@ -379,9 +389,7 @@ class PipelineRun:
             )
             capture = content_capture()
             if capture.enabled and inputs is not None:
-                span.set_attributes(_content_attributes(semconv.COMPONENT_INPUT, inputs))
-                if component.genai is not None:
-                    span.set_attributes(genai.input_attributes(component.genai, inputs, capture))
+                _capture_inputs(span, component, inputs, capture)
             recording, sampled = span.is_recording(), _sampled(span)
         else:
             # An unsampled run's executions are not sampled either: they share its non-recording
