@@ -18,6 +18,7 @@ import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1123,6 +1124,23 @@ def test_copies_and_a_reconfigured_pipeline_share_the_pool_max_workers_made(capt
     assert len(spans) == 3 and len({span.attributes["thread.id"] for span in spans}) == 1  # one worker for all
     assert spans[0].attributes["thread.name"].startswith("hayscope-pooled")
     assert capture.sample("hayscope_executor_workers_max", executor="pooled") == 1
+
+
+def test_a_loaded_pipeline_gets_its_pool_back_through_configure_telemetry(capture) -> None:
+    original = capture.pipeline(name="loaded", max_workers=3)
+    original.add_component("slow", Add(1))
+
+    loaded = TracedAsyncPipeline.loads(original.dumps(), allowed_modules=ALLOWED_MODULES).configure_telemetry(
+        name="loaded", max_workers=2, **capture.pipeline_kwargs
+    )
+
+    assert asyncio.run(loaded.run_async({"slow": {"value": 1}})) == {"slow": {"value": 2}}
+    assert capture.sample("hayscope_executor_workers_max", executor="loaded") == 2
+    (span,) = capture.spans_named("haystack.component.run slow")
+    assert span.attributes["thread.name"].startswith("hayscope-loaded")
+    with pytest.raises(ValueError, match="pass executor= or max_workers=, not both"):
+        loaded.configure_telemetry(name="renamed", executor=ThreadPoolExecutor(1), max_workers=2)
+    assert loaded.name == "loaded"  # a refused call changes nothing
 
 
 def test_a_pickled_pipeline_runs_like_its_original(capture) -> None:

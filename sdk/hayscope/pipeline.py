@@ -71,6 +71,25 @@ def _check_component(name: object, instance: object) -> None:
     )
 
 
+def _check_executor(executor: object, max_workers: object) -> None:
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(
+            f"executor={executor!r} is not a concurrent.futures.Executor: pass a ThreadPoolExecutor, "
+            "or max_workers=N for a pool of N threads, or neither for the loop's default executor."
+        )
+    if isinstance(executor, ProcessPoolExecutor):
+        raise TypeError(
+            f"executor={executor!r} runs work in other processes, where a pipeline's component "
+            "instances cannot go: pass a ThreadPoolExecutor, or max_workers=N for a pool of N threads."
+        )
+    if max_workers is not None and (
+        isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+    ):
+        raise ValueError(f"max_workers={max_workers!r} must be a whole number of threads, 1 or more.")
+    if executor is not None and max_workers is not None:
+        raise ValueError("pass executor= or max_workers=, not both: max_workers sizes a pool hayscope makes.")
+
+
 class TracedAsyncPipeline(Pipeline):
     """A drop-in `haystack.Pipeline` that records a span and metric samples per run and per component execution.
 
@@ -111,26 +130,18 @@ class TracedAsyncPipeline(Pipeline):
         self._tracer_provider: trace.TracerProvider | None = None
         self._registry: CollectorRegistry | None = None
         self._telemetry: PipelineTelemetry | None = None
-        if executor is not None and not isinstance(executor, Executor):
-            raise TypeError(
-                f"executor={executor!r} is not a concurrent.futures.Executor: pass a ThreadPoolExecutor, "
-                "or max_workers=N for a pool of N threads, or neither for the loop's default executor."
-            )
-        if isinstance(executor, ProcessPoolExecutor):
-            raise TypeError(
-                f"executor={executor!r} runs work in other processes, where a pipeline's component "
-                "instances cannot go: pass a ThreadPoolExecutor, or max_workers=N for a pool of N threads."
-            )
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            raise ValueError(f"max_workers={max_workers!r} must be a whole number of threads, 1 or more.")
-        if executor is not None and max_workers is not None:
-            raise ValueError("pass executor= or max_workers=, not both: max_workers sizes a pool hayscope makes.")
+        self._executor: Executor | None = None
+        self._max_workers: int | None = None
+        self._own_pool: OwnPool | None = None
+        if executor is not None or max_workers is not None:
+            self._use_executor(executor, max_workers)
+        self.configure_telemetry(tracer_provider=tracer_provider, registry=registry)
+
+    def _use_executor(self, executor: Executor | None, max_workers: int | None) -> None:
+        _check_executor(executor, max_workers)
         self._executor = executor
         self._max_workers = max_workers
         self._own_pool = None if max_workers is None else OwnPool(max_workers)
-        self.configure_telemetry(tracer_provider=tracer_provider, registry=registry)
 
     def __copy__(self) -> Self:
         copied = type(self).__new__(type(self))
@@ -183,11 +194,14 @@ class TracedAsyncPipeline(Pipeline):
         name: str | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
+        executor: Executor | None = None,
+        max_workers: int | None = None,
     ) -> TracedAsyncPipeline:
-        """Set the name, tracer provider or registry after construction, e.g. on a pipeline from `loads()`.
+        """Set the name, tracer provider, registry or executor after construction, e.g. on a pipeline
+        from `loads()` (which keeps none of them).
 
-        Arguments left out keep their current value. Returns the pipeline, for chaining:
-        `TracedAsyncPipeline.loads(yaml).configure_telemetry(name="rag")`.
+        Arguments left out keep their current value; `executor` or `max_workers` replaces the other.
+        Returns the pipeline, for chaining: `TracedAsyncPipeline.loads(yaml).configure_telemetry(name="rag")`.
         """
         if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
             raise TypeError(
@@ -199,8 +213,11 @@ class TracedAsyncPipeline(Pipeline):
                 f"registry={registry!r} is not a prometheus_client.CollectorRegistry: pass "
                 "prometheus_client.CollectorRegistry() or leave it out to use the global REGISTRY."
             )
-        if name is not None:
-            self._name = _check_name(name)
+        new_name = None if name is None else _check_name(name)
+        if executor is not None or max_workers is not None:
+            self._use_executor(executor, max_workers)  # (checked before anything changes)
+        if new_name is not None:
+            self._name = new_name
         if tracer_provider is not None:
             self._tracer_provider = tracer_provider
         if registry is not None:
