@@ -187,9 +187,9 @@ def test_a_metrics_host_this_machine_lacks_is_named_as_the_host():
         setup_telemetry(traces_exporter="none", metrics_host="192.0.2.1", metrics_port=0, set_global=False)
 
 
-def run_python(code: str) -> str:
+def run_python(code: str, preamble: str = "") -> str:
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", preamble + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -220,20 +220,25 @@ def test_importing_hayscope_sets_no_global_state_and_starts_nothing():
     assert output == "True [] 0 False NullTracer"
 
 
+# A fresh process's script starts with this: an Echo component and what a global-provider test needs.
+ECHO_PIPELINE = """
+import asyncio
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from haystack import component
+from hayscope import TracedAsyncPipeline, setup_telemetry
+
+@component
+class Echo:
+    @component.output_types(value=int)
+    def run(self, value: int):
+        return {"value": value}
+"""
+
+
 def test_setup_makes_its_provider_global_so_a_bare_pipeline_uses_it():
     output = run_python(
-        """
-        import asyncio
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        from haystack import component
-        from hayscope import TracedAsyncPipeline, setup_telemetry
-
-        @component
-        class Echo:
-            @component.output_types(value=int)
-            def run(self, value: int):
-                return {"value": value}
-
+        preamble=ECHO_PIPELINE,
+        code="""
         exporter = InMemorySpanExporter()
         with setup_telemetry(span_exporter=exporter, metrics_port=0) as telemetry:
             pipeline = TracedAsyncPipeline(name="global")
@@ -248,18 +253,8 @@ def test_setup_makes_its_provider_global_so_a_bare_pipeline_uses_it():
 
 def test_a_setup_after_a_shutdown_becomes_global_and_a_pipeline_built_before_follows_it():
     output = run_python(
-        """
-        import asyncio
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        from haystack import component
-        from hayscope import TracedAsyncPipeline, setup_telemetry
-
-        @component
-        class Echo:
-            @component.output_types(value=int)
-            def run(self, value: int):
-                return {"value": value}
-
+        preamble=ECHO_PIPELINE,
+        code="""
         pipeline = TracedAsyncPipeline(name="global")
         pipeline.add_component("echo", Echo())
         for exporter in (InMemorySpanExporter(), InMemorySpanExporter()):
