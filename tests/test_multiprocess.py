@@ -228,6 +228,47 @@ def test_a_multiproc_dir_set_after_import_is_refused_with_the_fix(
         hayscope.setup_telemetry(traces_exporter="none", serve_metrics=False, set_global=False)
 
 
+FORK_WHILE_A_SAMPLE_IS_WRITTEN = textwrap.dedent(
+    """
+    import os, signal, threading
+    from prometheus_client import values
+    import hayscope
+
+    telemetry = hayscope.setup_telemetry(traces_exporter="none", serve_metrics=False, set_global=False)
+    (lock,) = [cell.cell_contents for cell in values.ValueClass.inc.__closure__
+               if isinstance(cell.cell_contents, type(threading.Lock()))]
+    holding, done = threading.Event(), threading.Event()
+
+    def write_a_sample():  # a thread of the parent, in the middle of writing a sample at the fork
+        with lock:
+            holding.set()
+            done.wait()
+
+    writer = threading.Thread(target=write_a_sample)
+    writer.start()
+    holding.wait()
+    child = os.fork()
+    if child == 0:
+        signal.alarm(10)  # a child stuck on the lock dies of SIGALRM instead of hanging the test
+        hayscope.register_metrics(telemetry.registry).pipeline_runs.labels("child", "ok").inc()
+        os._exit(0)
+    done.set()
+    writer.join()
+    _, status = os.waitpid(child, 0)
+    print(os.waitstatus_to_exitcode(status))
+    telemetry.shutdown()
+    """
+)
+
+
+def test_a_child_forked_while_the_parent_writes_a_sample_can_write_its_own(tmp_path: Path) -> None:
+    multiproc_dir = tmp_path / "metrics"
+    multiproc_dir.mkdir()
+    result = run_app(tmp_path, FORK_WHILE_A_SAMPLE_IS_WRITTEN, multiproc_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"  # (-14: killed by SIGALRM, stuck on the parent's lock)
+
+
 # -- fork: spans and the metrics server -----------------------------------------------------------
 
 

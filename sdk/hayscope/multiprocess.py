@@ -35,6 +35,7 @@ Limits (prometheus_client's, and what they mean for hayscope's metrics):
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, values
@@ -68,7 +69,25 @@ def multiprocess_dir() -> str | None:
             f"set it in the server's environment before Python starts (e.g. `{MULTIPROC_DIR_VARIABLE}={path} "
             "gunicorn app:app`), not from Python code."
         )
+    global _fork_hook_registered
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_renew_value_lock)
+        _fork_hook_registered = True
     return path
+
+
+_fork_hook_registered = False
+_LOCK_TYPE = type(threading.Lock())
+
+
+def _renew_value_lock() -> None:
+    """In a forked child: prometheus_client's multiprocess values share one lock, which it does not
+    renew after a fork. Held by a parent's thread at that moment (a run recording its samples), it
+    would stay held in the child, and the child's first sample would wait forever."""
+    for cell in getattr(values.ValueClass.inc, "__closure__", None) or ():
+        lock = cell.cell_contents
+        if isinstance(lock, _LOCK_TYPE):
+            lock._at_fork_reinit()  # type: ignore[attr-defined]
 
 
 def multiprocess_registry(path: str) -> CollectorRegistry:
