@@ -517,8 +517,6 @@ def _set_global_provider(provider: TracerProvider) -> None:
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
         return
-    if trace.get_tracer_provider() is provider:
-        return
     logger.warning(
         "an OpenTelemetry TracerProvider is already global; hayscope's is not made global: pass "
         "tracer_provider=telemetry.tracer_provider to TracedAsyncPipeline"
